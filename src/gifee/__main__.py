@@ -1,0 +1,3 @@
+from gifee.cli import main
+
+raise SystemExit(main())

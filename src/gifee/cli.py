@@ -1,0 +1,105 @@
+"""The `gifee` command: one entry point, one subcommand per part.
+
+Flags follow the tool a user already knows: `gifee store` takes etcd's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def _urls(value: str) -> list[str]:
+    return [u.strip() for u in value.split(",") if u.strip()]
+
+
+def _size(value: str) -> int:
+    return int(float(value))
+
+
+def _retention(value: str) -> float:
+    """etcd's --auto-compaction-retention: hours as a number, or a Go duration like 30m, 1h, 10s."""
+    v = value.strip()
+    if not v:
+        return 0.0
+    units = {"h": 1.0, "m": 1 / 60, "s": 1 / 3600}
+    if v[-1] in units and v[:-1].replace(".", "", 1).isdigit():
+        return float(v[:-1]) * units[v[-1]]
+    return float(v)
+
+
+def store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("store", help="run the etcd-compatible key-value store", description="etcd's flags apply.")
+    p.add_argument("--name", default="default", help="human-readable name for this member")
+    p.add_argument("--data-dir", default="", help="path to the data directory (default: ${name}.etcd)")
+    p.add_argument("--listen-client-urls", type=_urls, default=["http://localhost:2379"])
+    p.add_argument("--advertise-client-urls", type=_urls, default=None)
+    p.add_argument("--listen-client-http-urls", type=_urls, default=[],
+                   help="URLs for the HTTP gateway (/v3/...), /health and /metrics")
+    p.add_argument("--listen-metrics-urls", type=_urls, default=[], help="URLs for /health and /metrics")
+    p.add_argument("--listen-peer-urls", type=_urls, default=["http://localhost:2380"])
+    p.add_argument("--initial-advertise-peer-urls", type=_urls, default=None)
+    p.add_argument("--initial-cluster", default="", help="name=peerURL,... (one member until Raft lands)")
+    p.add_argument("--initial-cluster-state", choices=["new", "existing"], default="new")
+    p.add_argument("--initial-cluster-token", default="etcd-cluster")
+    p.add_argument("--quota-backend-bytes", type=_size, default=0, help="backend size quota (0 = 2 GiB)")
+    p.add_argument("--max-request-bytes", type=_size, default=int(1.5 * 1024 * 1024))
+    p.add_argument("--snapshot-count", type=int, default=100_000)
+    p.add_argument("--auto-compaction-retention", type=_retention, default=0.0)
+    p.add_argument("--auto-compaction-mode", choices=["periodic", "revision"], default="periodic")
+    p.add_argument("--experimental-watch-progress-notify-interval", type=_retention, default=600 / 3600)
+    p.add_argument("--cert-file", default="")
+    p.add_argument("--key-file", default="")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+    p.set_defaults(run=run_store)
+
+
+def run_store(args: argparse.Namespace) -> int:
+    from gifee.store.node import DEFAULT_QUOTA_BYTES, StoreConfig
+    from gifee.store.server import ServerConfig, serve
+
+    peer_urls = args.initial_advertise_peer_urls or args.listen_peer_urls
+    store = StoreConfig(
+        name=args.name,
+        data_dir=args.data_dir or f"{args.name}.etcd",
+        client_urls=args.advertise_client_urls or args.listen_client_urls,
+        peer_urls=peer_urls,
+        cluster_token=args.initial_cluster_token,
+        quota_bytes=args.quota_backend_bytes or DEFAULT_QUOTA_BYTES,
+        max_request_bytes=args.max_request_bytes,
+        snapshot_count=args.snapshot_count,
+        auto_compaction_mode=args.auto_compaction_mode,
+        auto_compaction_retention=args.auto_compaction_retention,
+        progress_notify_interval=args.experimental_watch_progress_notify_interval * 3600,
+    )
+    config = ServerConfig(
+        store=store,
+        listen_client_urls=args.listen_client_urls,
+        listen_client_http_urls=args.listen_client_http_urls,
+        listen_metrics_urls=args.listen_metrics_urls,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+    )
+    level = {"warn": "WARNING"}.get(args.log_level, args.log_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(config))
+    except Exception as e:  # a start-up failure (corrupt data, port in use) ends with a clear message
+        logging.getLogger("gifee").error("%s", e)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gifee", description="Google's infrastructure for everyone else")
+    sub = parser.add_subparsers(dest="command", required=True)
+    store_parser(sub)
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
