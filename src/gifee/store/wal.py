@@ -241,13 +241,13 @@ class WriteAheadLog:
                 view = memoryview(data)
                 while written < len(data):
                     written += os.write(fd, view[written:])
-        except BaseException as exc:
+        except BaseException:
             # A partial batch left in place would make every later append look like mid-file corruption.
             try:
                 os.ftruncate(fd, segment.size)
             except BaseException as truncate_exc:
                 self._failed = truncate_exc
-            raise exc
+            raise
         segment.size += len(data)
         self._last_index = records[-1][0]
 
