@@ -7,7 +7,7 @@ writes. A write is proposed as a log entry, appended to the WAL, made durable
 by an fsync shared with every other write that arrived meanwhile (group
 commit), then applied to the state machine, and only then answered — so a
 reader never sees a write that a crash could lose, and an acknowledged write
-survives `kill -9`. Raft (part 2) replaces `_commit_loop`'s "append and sync
+survives `kill -9`. Raft (part 2) replaces `_flush`'s "append and sync
 locally" with "replicate to a quorum"; the state machine and everything above
 this module stay as they are.
 
@@ -26,7 +26,6 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,9 +186,8 @@ class Store:
         self._streams: set[WatchStream] = set()
         self._wal: WriteAheadLog | None = None
         self._pending: list[_Proposal] = []
-        self._wakeup = asyncio.Event()
+        self._flush_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._sync_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-sync")
         self._lease_expiry: dict[int, float] = {}
         self._revoking: set[int] = set()
         self._maintenance: list[tuple[str, asyncio.Future[None]]] = []
@@ -262,7 +260,7 @@ class Store:
             len(self.sm.leases),
         )
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._commit_loop()), loop.create_task(self._lease_loop())]
+        self._tasks = [loop.create_task(self._lease_loop())]
         if cfg.auto_compaction_retention > 0:
             self._tasks.append(loop.create_task(self._auto_compaction_loop()))
 
@@ -283,7 +281,6 @@ class Store:
         self._pending.clear()
         if self._wal is not None:
             self._wal.close()
-        self._sync_pool.shutdown(wait=True)
 
     # ------------------------------------------------------------ the log
 
@@ -295,36 +292,52 @@ class Store:
             raise errors.REQUEST_TOO_LARGE
         fut: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
         self._pending.append(_Proposal(entry, data, fut))
-        self._wakeup.set()
+        self._schedule_flush()
         applied = await fut
         if applied.error is not None:
             raise applied.error
         return applied
 
-    async def _commit_loop(self) -> None:
-        assert self._wal is not None
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            # Runs after the handlers already queued in this loop iteration, so
+            # every request that arrived together shares one fsync.
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Append pending entries, fsync once, apply them in order and answer their proposers.
+
+        The fsync runs on the event loop thread on purpose: handing it to a worker
+        thread costs more (two thread switches and GIL hand-overs per batch) than
+        the loop loses by waiting, and gRPC's own threads keep receiving meanwhile.
+        """
+        self._flush_scheduled = False
         wal = self._wal
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            if self._pending:
-                batch, self._pending = self._pending, []
-                first = wal.last_index + 1
+        assert wal is not None
+        if self._pending:
+            batch, self._pending = self._pending, []
+            first = wal.last_index + 1
+            try:
                 wal.append([(first + i, p.data) for i, p in enumerate(batch)])
                 started = time.monotonic()
-                await loop.run_in_executor(self._sync_pool, wal.sync)
-                self.metrics["wal_fsyncs"] += 1
-                self.metrics["wal_fsync_seconds"] += time.monotonic() - started
-                for i, p in enumerate(batch):
-                    applied = self._apply(first + i, p.entry)
+                wal.sync()
+            except OSError as e:
+                # Nothing of this batch is acknowledged; the WAL refuses further writes.
+                log.error("WAL write failed, refusing writes: %s", e)
+                for p in batch:
                     if not p.future.done():
-                        p.future.set_result(applied)
-                self._entries_since_snapshot += len(batch)
-                if self._pending:
-                    self._wakeup.set()
-            if self._entries_since_snapshot >= self.config.snapshot_count or self._maintenance:
-                await self._write_snapshot(reset_wal=bool(self._maintenance))
+                        p.future.set_exception(errors.StoreError(errors.CORRUPT.code, f"etcdserver: wal: {e}"))
+                return
+            self.metrics["wal_fsyncs"] += 1
+            self.metrics["wal_fsync_seconds"] += time.monotonic() - started
+            for i, p in enumerate(batch):
+                applied = self._apply(first + i, p.entry)
+                if not p.future.done():
+                    p.future.set_result(applied)
+            self._entries_since_snapshot += len(batch)
+        if self._entries_since_snapshot >= self.config.snapshot_count or self._maintenance:
+            self._write_snapshot(reset_wal=bool(self._maintenance))
 
     def _apply(self, index: int, entry: internal_pb2.Entry) -> Applied:
         applied = self.sm.apply(index, entry)
@@ -345,13 +358,12 @@ class Store:
                 stream.deliver(watcher, changes, applied.revision)
         return applied
 
-    async def _write_snapshot(self, reset_wal: bool) -> None:
+    def _write_snapshot(self, reset_wal: bool) -> None:
         """Snapshot the applied state; runs between commit batches, so nothing is half-applied."""
         assert self._wal is not None
         data = snapshot.encode(self.sm)
         applied_index = self.sm.applied_index
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._sync_pool, snapshot.save, self._snap_path, data)
+        snapshot.save(self._snap_path, data)
         self._snapshot_size = len(data)
         self._entries_since_snapshot = 0
         if reset_wal and self._wal.last_index == applied_index:
@@ -550,7 +562,7 @@ class Store:
     async def defragment(self) -> rpc_pb2.DefragmentResponse:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._maintenance.append(("defragment", fut))
-        self._wakeup.set()
+        self._schedule_flush()
         await fut
         return rpc_pb2.DefragmentResponse(header=self.sm.header())
 
