@@ -224,5 +224,5 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
 
 
 def add_concurrency_services(server: grpc.aio.Server, store: Store) -> None:
-    v3lock_pb2_grpc.add_LockServicer_to_server(LockService(store), server)
-    v3election_pb2_grpc.add_ElectionServicer_to_server(ElectionService(store), server)
+    v3lock_pb2_grpc.add_LockServicer_to_server(LockService(store), server)  # type: ignore[no-untyped-call]
+    v3election_pb2_grpc.add_ElectionServicer_to_server(ElectionService(store), server)  # type: ignore[no-untyped-call]

@@ -182,8 +182,8 @@ ServiceAdder = Callable[[grpc.aio.Server], None]
 
 
 def add_services(server: grpc.aio.Server, store: Store) -> None:
-    rpc_pb2_grpc.add_KVServicer_to_server(KVService(store), server)
-    rpc_pb2_grpc.add_WatchServicer_to_server(WatchService(store), server)
-    rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(store), server)
-    rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(store), server)
-    rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(store), server)
+    rpc_pb2_grpc.add_KVServicer_to_server(KVService(store), server)  # type: ignore[no-untyped-call]
+    rpc_pb2_grpc.add_WatchServicer_to_server(WatchService(store), server)  # type: ignore[no-untyped-call]
+    rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(store), server)  # type: ignore[no-untyped-call]
+    rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(store), server)  # type: ignore[no-untyped-call]
+    rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(store), server)  # type: ignore[no-untyped-call]

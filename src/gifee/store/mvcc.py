@@ -212,7 +212,7 @@ class MVCC:
             raise errors.FUTURE_REV
         self.compact_revision = rev
         emptied = False
-        for key, history in self._histories.items():
+        for history in self._histories.values():
             if history[0].mod > rev:
                 continue
             i = len(history) - 1
@@ -270,16 +270,17 @@ class MVCC:
             rev = self.revision
         records = [r for h in self._histories.values() for r in h if r.mod <= rev]
         records.sort(key=lambda r: (r.mod, r.sub))
-        h = google_crc32c.Checksum(b"key")
+        h = google_crc32c.Checksum(b"key")  # type: ignore[no-untyped-call]
         for r in records:
             revkey = _REV_KEY.pack(r.mod) + b"_" + _REV_KEY.pack(r.sub)
             if r.version == 0:
-                h.update(revkey + b"t")
-                h.update(kv_pb2.KeyValue(key=r.key).SerializeToString())
+                h.update(revkey + b"t")  # type: ignore[no-untyped-call]
+                h.update(kv_pb2.KeyValue(key=r.key).SerializeToString())  # type: ignore[no-untyped-call]
             else:
-                h.update(revkey)
-                h.update(r.to_pb().SerializeToString())
-        return int.from_bytes(h.digest(), "big"), self.revision, self.compact_revision
+                h.update(revkey)  # type: ignore[no-untyped-call]
+                h.update(r.to_pb().SerializeToString())  # type: ignore[no-untyped-call]
+        digest: bytes = h.digest()  # type: ignore[no-untyped-call]
+        return int.from_bytes(digest, "big"), self.revision, self.compact_revision
 
     # ------------------------------------------------------------ snapshots
 

@@ -544,14 +544,14 @@ class Store:
             raftAppliedIndex=self.sm.applied_index,
         )
         for _, alarm in sorted(self.sm.alarms):
-            resp.errors.append("memberID:%d alarm:%s " % (self.member_id, rpc_pb2.AlarmType.Name(alarm)))  # type: ignore[arg-type]
+            resp.errors.append(f"memberID:{self.member_id} alarm:{rpc_pb2.AlarmType.Name(alarm)} ")
         return resp
 
     async def alarm(self, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
         if req.action == rpc_pb2.AlarmRequest.GET:
             resp = rpc_pb2.AlarmResponse(header=self.sm.header())
             for member_id, alarm in sorted(self.sm.alarms):
-                resp.alarms.add(memberID=member_id, alarm=alarm)  # type: ignore[arg-type]
+                resp.alarms.add(memberID=member_id, alarm=alarm)
             return resp
         applied = await self._propose(internal_pb2.Entry(alarm=req))
         out = applied.response

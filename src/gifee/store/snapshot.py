@@ -59,7 +59,7 @@ def decode(data: bytes, sm: StateMachine, name: str = "snapshot") -> None:
     sm.applied_index = applied
     sm.mvcc = MVCC.restore(revision, compact, [Record(*r) for r in records])
     sm.leases = {lid: Lease(lid, ttl, set(keys)) for lid, ttl, keys in leases}
-    sm.alarms = {tuple(a) for a in alarms}  # type: ignore[misc]
+    sm.alarms = {(int(m), int(a)) for m, a in alarms}
 
 
 def save(path: Path, data: bytes) -> None:

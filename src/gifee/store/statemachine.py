@@ -291,7 +291,7 @@ class StateMachine:
             order = RangeRequest.ASCEND
         if order != RangeRequest.NONE:
             key = _SORT_KEYS.get(r.sort_target, _SORT_KEYS[RangeRequest.KEY])
-            records = sorted(records, key=key, reverse=order == RangeRequest.DESCEND)  # type: ignore[arg-type]
+            records = sorted(records, key=key, reverse=order == RangeRequest.DESCEND)
         more = False
         if r.limit > 0 and len(records) > r.limit:
             records = records[: r.limit]
@@ -484,7 +484,7 @@ class StateMachine:
                 members = [m for m in sorted(self.alarms) if m == (a.memberID, a.alarm)]
                 self.alarms.difference_update(members)
         for member_id, alarm in members:
-            resp.alarms.add(memberID=member_id, alarm=alarm)  # type: ignore[arg-type]
+            resp.alarms.add(memberID=member_id, alarm=alarm)
         resp.header.revision = self.mvcc.revision
         return resp
 
