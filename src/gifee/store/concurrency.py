@@ -12,22 +12,16 @@ side over KV, Lease and Watch, so both paths meet on the same keys.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
-
-import grpc
 
 from gifee.store import errors
 from gifee.store.errors import StoreError
-from gifee.store.grpc_api import call
 from gifee.store.mvcc import prefix_end
 from gifee.store.node import Store
 from gifee.store.proto import (
     kv_pb2,
     rpc_pb2,
     v3election_pb2,
-    v3election_pb2_grpc,
     v3lock_pb2,
-    v3lock_pb2_grpc,
 )
 
 Compare = rpc_pb2.Compare
@@ -87,7 +81,7 @@ async def _claim(store: Store, key: bytes, value: bytes, lease: int, prefix: byt
     return await store.txn(txn)
 
 
-class LockService(v3lock_pb2_grpc.LockServicer):
+class LockService:
     def __init__(self, store: Store) -> None:
         self.store = store
 
@@ -104,15 +98,8 @@ class LockService(v3lock_pb2_grpc.LockServicer):
         out.header.CopyFrom(header)
         return out
 
-    async def Lock(self, request: v3lock_pb2.LockRequest, context: Any) -> v3lock_pb2.LockResponse:
-        return await call(context, self._lock(request))
 
-    async def Unlock(self, request: v3lock_pb2.UnlockRequest, context: Any) -> v3lock_pb2.UnlockResponse:
-        resp = await call(context, self.store.delete_range(rpc_pb2.DeleteRangeRequest(key=request.key)))
-        return v3lock_pb2.UnlockResponse(header=resp.header)
-
-
-class ElectionService(v3election_pb2_grpc.ElectionServicer):
+class ElectionService:
     def __init__(self, store: Store) -> None:
         self.store = store
 
@@ -164,26 +151,7 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
         resp = await self.store.txn(txn)
         return v3election_pb2.ResignResponse(header=resp.header)
 
-    async def Campaign(self, request: v3election_pb2.CampaignRequest, context: Any) -> v3election_pb2.CampaignResponse:
-        return await call(context, self._campaign(request))
-
-    async def Proclaim(self, request: v3election_pb2.ProclaimRequest, context: Any) -> v3election_pb2.ProclaimResponse:
-        if not request.HasField("leader"):
-            await context.abort(grpc.StatusCode.UNKNOWN, '"leader" field must be provided')
-        header = await call(context, self._proclaim(request.leader, request.value))
-        return v3election_pb2.ProclaimResponse(header=header)
-
-    async def Leader(self, request: v3election_pb2.LeaderRequest, context: Any) -> v3election_pb2.LeaderResponse:
-        return await call(context, self._leader(request.name))
-
-    async def Resign(self, request: v3election_pb2.ResignRequest, context: Any) -> v3election_pb2.ResignResponse:
-        if not request.HasField("leader"):
-            await context.abort(grpc.StatusCode.UNKNOWN, '"leader" field must be provided')
-        return await call(context, self._resign(request.leader))
-
-    async def Observe(
-        self, request: v3election_pb2.LeaderRequest, context: Any
-    ) -> AsyncIterator[v3election_pb2.LeaderResponse]:
+    async def observe(self, request: v3election_pb2.LeaderRequest) -> AsyncIterator[v3election_pb2.LeaderResponse]:
         """Stream the leader's key-value each time leadership or the proclaimed value changes."""
         prefix = request.name + b"/"
         while True:
@@ -221,8 +189,3 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
                         break
             finally:
                 stream.close()
-
-
-def add_concurrency_services(server: grpc.aio.Server, store: Store) -> None:
-    v3lock_pb2_grpc.add_LockServicer_to_server(LockService(store), server)  # type: ignore[no-untyped-call]
-    v3election_pb2_grpc.add_ElectionServicer_to_server(ElectionService(store), server)  # type: ignore[no-untyped-call]

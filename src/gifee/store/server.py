@@ -16,7 +16,6 @@ import grpc
 from aiohttp import web
 
 from gifee.store import gateway
-from gifee.store.concurrency import add_concurrency_services
 from gifee.store.grpc_api import add_services
 from gifee.store.node import Store, StoreConfig
 
@@ -66,7 +65,6 @@ class StoreServer:
         await self.store.start()
         server = grpc.aio.server(options=grpc_options(cfg.store))
         add_services(server, self.store)
-        add_concurrency_services(server, self.store)
         credentials = None
         if cfg.cert_file and cfg.key_file:
             with open(cfg.key_file, "rb") as k, open(cfg.cert_file, "rb") as c:

@@ -1,0 +1,151 @@
+"""Every RPC the store serves, as one table: path, message types, shape, and the call that answers it.
+
+The table is the single description of the API. The in-process gRPC server
+(`grpc_api.py`) and the core side of the multi-process server (`ipc.py`) both
+build their dispatch from it, so a method is added or changed in one place.
+Calls take decoded request messages and return (or yield) response messages;
+they raise `StoreError` for etcd's errors and know nothing of transports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+
+from gifee.store import errors
+from gifee.store.concurrency import ElectionService, LockService
+from gifee.store.node import Store
+from gifee.store.proto import rpc_pb2, v3election_pb2, v3lock_pb2
+
+UNARY = "unary"
+SERVER_STREAM = "server_stream"
+BIDI = "bidi"
+
+
+@dataclass(frozen=True)
+class Method:
+    service: str
+    name: str
+    request: type[Message]
+    response: type[Message]
+    kind: str
+    call: Callable[..., Any]
+
+    @property
+    def path(self) -> str:
+        return f"/{self.service}/{self.name}"
+
+
+async def watch_session(
+    store: Store, requests: AsyncIterator[rpc_pb2.WatchRequest]
+) -> AsyncIterator[rpc_pb2.WatchResponse]:
+    """One Watch stream: requests in, responses out; ends when the client closes its side."""
+    stream = store.watch_stream()
+
+    async def receive() -> None:
+        try:
+            async for req in requests:
+                kind = req.WhichOneof("request_union")
+                if kind == "create_request":
+                    stream.create(req.create_request)
+                elif kind == "cancel_request":
+                    stream.cancel(req.cancel_request.watch_id)
+                elif kind == "progress_request":
+                    stream.progress()
+        except Exception:  # a broken client stream ends the watch, never the server
+            pass
+        finally:
+            stream.close()
+
+    receiver = asyncio.get_running_loop().create_task(receive())
+    try:
+        async for resp in stream.responses():
+            yield resp
+    finally:
+        receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiver
+        stream.close()
+
+
+async def keepalive_session(
+    store: Store, requests: AsyncIterator[rpc_pb2.LeaseKeepAliveRequest]
+) -> AsyncIterator[rpc_pb2.LeaseKeepAliveResponse]:
+    async for req in requests:
+        yield store.lease_keepalive(req.ID)
+
+
+def methods(store: Store) -> list[Method]:
+    locks = LockService(store)
+    elections = ElectionService(store)
+
+    async def move_leader(req: rpc_pb2.MoveLeaderRequest) -> rpc_pb2.MoveLeaderResponse:
+        if req.targetID == store.member_id:
+            return rpc_pb2.MoveLeaderResponse(header=store.sm.header())
+        raise errors.StoreError(errors.MEMBER_NOT_FOUND.code, "etcdserver: bad leader transferee")
+
+    async def not_capable(_: Message) -> Message:
+        # Membership changes arrive with Raft replication (store part 2).
+        raise errors.NOT_CAPABLE
+
+    async def unlock(req: v3lock_pb2.UnlockRequest) -> v3lock_pb2.UnlockResponse:
+        resp = await store.delete_range(rpc_pb2.DeleteRangeRequest(key=req.key))
+        return v3lock_pb2.UnlockResponse(header=resp.header)
+
+    async def proclaim(req: v3election_pb2.ProclaimRequest) -> v3election_pb2.ProclaimResponse:
+        if not req.HasField("leader"):
+            raise errors.StoreError(errors.ELECTION_NO_LEADER.code, '"leader" field must be provided')
+        return v3election_pb2.ProclaimResponse(header=await elections._proclaim(req.leader, req.value))
+
+    async def resign(req: v3election_pb2.ResignRequest) -> v3election_pb2.ResignResponse:
+        if not req.HasField("leader"):
+            raise errors.StoreError(errors.ELECTION_NO_LEADER.code, '"leader" field must be provided')
+        return await elections._resign(req.leader)
+
+    r, e, lk = rpc_pb2, v3election_pb2, v3lock_pb2
+    kv, watch, lease = "etcdserverpb.KV", "etcdserverpb.Watch", "etcdserverpb.Lease"
+    mt, cl = "etcdserverpb.Maintenance", "etcdserverpb.Cluster"
+    lock, election = "v3lockpb.Lock", "v3electionpb.Election"
+    return [
+        Method(kv, "Range", r.RangeRequest, r.RangeResponse, UNARY, store.range),
+        Method(kv, "Put", r.PutRequest, r.PutResponse, UNARY, store.put),
+        Method(kv, "DeleteRange", r.DeleteRangeRequest, r.DeleteRangeResponse, UNARY, store.delete_range),
+        Method(kv, "Txn", r.TxnRequest, r.TxnResponse, UNARY, store.txn),
+        Method(kv, "Compact", r.CompactionRequest, r.CompactionResponse, UNARY, store.compact),
+        Method(watch, "Watch", r.WatchRequest, r.WatchResponse, BIDI, lambda reqs: watch_session(store, reqs)),
+        Method(lease, "LeaseGrant", r.LeaseGrantRequest, r.LeaseGrantResponse, UNARY, store.lease_grant),
+        Method(lease, "LeaseRevoke", r.LeaseRevokeRequest, r.LeaseRevokeResponse, UNARY, store.lease_revoke),
+        Method(
+            lease, "LeaseKeepAlive", r.LeaseKeepAliveRequest, r.LeaseKeepAliveResponse, BIDI,
+            lambda reqs: keepalive_session(store, reqs),
+        ),
+        Method(
+            lease, "LeaseTimeToLive", r.LeaseTimeToLiveRequest, r.LeaseTimeToLiveResponse, UNARY,
+            store.lease_time_to_live,
+        ),
+        Method(lease, "LeaseLeases", r.LeaseLeasesRequest, r.LeaseLeasesResponse, UNARY, lambda _: store.lease_leases()),
+        Method(mt, "Alarm", r.AlarmRequest, r.AlarmResponse, UNARY, store.alarm),
+        Method(mt, "Status", r.StatusRequest, r.StatusResponse, UNARY, lambda _: store.status()),
+        Method(mt, "Defragment", r.DefragmentRequest, r.DefragmentResponse, UNARY, lambda _: store.defragment()),
+        Method(mt, "Hash", r.HashRequest, r.HashResponse, UNARY, lambda _: store.hash()),
+        Method(mt, "HashKV", r.HashKVRequest, r.HashKVResponse, UNARY, store.hash_kv),
+        Method(mt, "Snapshot", r.SnapshotRequest, r.SnapshotResponse, SERVER_STREAM, lambda _: store.snapshot()),
+        Method(mt, "MoveLeader", r.MoveLeaderRequest, r.MoveLeaderResponse, UNARY, move_leader),
+        Method(cl, "MemberList", r.MemberListRequest, r.MemberListResponse, UNARY, lambda _: store.member_list()),
+        Method(cl, "MemberAdd", r.MemberAddRequest, r.MemberAddResponse, UNARY, not_capable),
+        Method(cl, "MemberRemove", r.MemberRemoveRequest, r.MemberRemoveResponse, UNARY, not_capable),
+        Method(cl, "MemberUpdate", r.MemberUpdateRequest, r.MemberUpdateResponse, UNARY, not_capable),
+        Method(cl, "MemberPromote", r.MemberPromoteRequest, r.MemberPromoteResponse, UNARY, not_capable),
+        Method(lock, "Lock", lk.LockRequest, lk.LockResponse, UNARY, locks._lock),
+        Method(lock, "Unlock", lk.UnlockRequest, lk.UnlockResponse, UNARY, unlock),
+        Method(election, "Campaign", e.CampaignRequest, e.CampaignResponse, UNARY, elections._campaign),
+        Method(election, "Proclaim", e.ProclaimRequest, e.ProclaimResponse, UNARY, proclaim),
+        Method(election, "Leader", e.LeaderRequest, e.LeaderResponse, UNARY, lambda req: elections._leader(req.name)),
+        Method(election, "Observe", e.LeaderRequest, e.LeaderResponse, SERVER_STREAM, elections.observe),
+        Method(election, "Resign", e.ResignRequest, e.ResignResponse, UNARY, resign),
+    ]
