@@ -53,13 +53,15 @@ def store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--experimental-watch-progress-notify-interval", type=_retention, default=600 / 3600)
     p.add_argument("--cert-file", default="")
     p.add_argument("--key-file", default="")
+    p.add_argument("--grpc-workers", type=int, default=None,
+                   help="processes that terminate gRPC for the core (default: 2 on multi-core machines; 0 = in-process)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
     p.set_defaults(run=run_store)
 
 
 def run_store(args: argparse.Namespace) -> int:
     from gifee.store.node import DEFAULT_QUOTA_BYTES, StoreConfig
-    from gifee.store.server import ServerConfig, serve
+    from gifee.store.server import ServerConfig, default_workers, serve
 
     peer_urls = args.initial_advertise_peer_urls or args.listen_peer_urls
     store = StoreConfig(
@@ -82,6 +84,7 @@ def run_store(args: argparse.Namespace) -> int:
         listen_metrics_urls=args.listen_metrics_urls,
         cert_file=args.cert_file,
         key_file=args.key_file,
+        grpc_workers=default_workers() if args.grpc_workers is None else args.grpc_workers,
     )
     level = {"warn": "WARNING"}.get(args.log_level, args.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,27 +1,39 @@
 """Run a store as a network server: gRPC on the client URLs, HTTP beside it.
 
-The process shell: it opens the store, binds the listeners named by etcd's
-flags, and shuts everything down cleanly on SIGTERM/SIGINT.
+The process shell. With `grpc_workers` > 0 (the default on a machine with
+several cores) this process is the core: it runs the store and the HTTP side,
+and starts worker processes that terminate gRPC on the client URLs and relay
+calls over a Unix socket (`ipc.py`, `worker.py`). With 0 it serves gRPC
+itself. Either way it stops cleanly on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import secrets
 import signal
+import sys
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import grpc
 from aiohttp import web
 
-from gifee.store import gateway
+from gifee.store import gateway, ipc
 from gifee.store.grpc_api import add_services
+from gifee.store.handlers import methods
+from gifee.store.listen import check_free, grpc_options_for, host_port
 from gifee.store.node import Store, StoreConfig
 
 log = logging.getLogger("gifee.store.server")
 
-GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd lets gRPC frames exceed the request limit by this much
+WORKER_START_TIMEOUT = 30.0
+
+
+def default_workers() -> int:
+    return 2 if (os.cpu_count() or 1) >= 2 else 0
 
 
 @dataclass
@@ -32,25 +44,7 @@ class ServerConfig:
     listen_metrics_urls: list[str] = field(default_factory=list)
     cert_file: str = ""
     key_file: str = ""
-
-
-def host_port(url: str) -> tuple[str, int]:
-    parts = urlsplit(url if "://" in url else "http://" + url)
-    if parts.port is None:
-        raise ValueError(f"URL {url!r} has no port")
-    return parts.hostname or "localhost", parts.port
-
-
-def grpc_options(store: StoreConfig) -> list[tuple[str, int]]:
-    return [
-        ("grpc.max_receive_message_length", store.max_request_bytes + GRPC_OVERHEAD_BYTES),
-        ("grpc.max_send_message_length", 2**31 - 1),
-        # etcd's clients ping every few seconds even without calls; accept that as etcd does.
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
-        ("grpc.http2.max_ping_strikes", 0),
-        ("grpc.max_concurrent_streams", 2**31 - 1),
-    ]
+    grpc_workers: int = 0
 
 
 class StoreServer:
@@ -59,11 +53,34 @@ class StoreServer:
         self.store = Store(config.store)
         self._grpc: grpc.aio.Server | None = None
         self._http_runners: list[web.AppRunner] = []
+        self._ipc_server: asyncio.AbstractServer | None = None
+        self._workers: list[asyncio.subprocess.Process] = []
+        self._worker_watch: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.failed = asyncio.Event()
 
     async def start(self) -> None:
         cfg = self.config
+        for url in cfg.listen_client_urls:
+            if url.startswith("https://") and not (cfg.cert_file and cfg.key_file):
+                raise ValueError(f"{url}: https needs --cert-file and --key-file")
         await self.store.start()
-        server = grpc.aio.server(options=grpc_options(cfg.store))
+        if cfg.grpc_workers > 0:
+            await self._start_workers()
+        else:
+            await self._start_grpc()
+        http_urls = cfg.listen_client_http_urls + cfg.listen_metrics_urls
+        for url in http_urls:
+            host, port = host_port(url)
+            runner = web.AppRunner(gateway.build_app(self.store), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, host, port).start()
+            self._http_runners.append(runner)
+        log.info("serving client requests on %s", ", ".join(cfg.listen_client_urls + http_urls))
+
+    async def _start_grpc(self) -> None:
+        cfg = self.config
+        server = grpc.aio.server(options=grpc_options_for(cfg.store.max_request_bytes))
         add_services(server, self.store)
         credentials = None
         if cfg.cert_file and cfg.key_file:
@@ -71,26 +88,87 @@ class StoreServer:
                 credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
         for url in cfg.listen_client_urls:
             host, port = host_port(url)
-            address = f"{host}:{port}"
-            if url.startswith("https://"):
-                if credentials is None:
-                    raise ValueError(f"{url}: https needs --cert-file and --key-file")
-                server.add_secure_port(address, credentials)
+            check_free(url)
+            if url.startswith("https://") and credentials is not None:
+                server.add_secure_port(f"{host}:{port}", credentials)
             else:
-                server.add_insecure_port(address)
+                server.add_insecure_port(f"{host}:{port}")
         await server.start()
         self._grpc = server
-        http_urls = cfg.listen_client_http_urls + cfg.listen_metrics_urls
-        for url in http_urls:
-            host, port = host_port(url)
-            runner = web.AppRunner(gateway.build_app(self.store), access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-            self._http_runners.append(runner)
-        log.info("serving client requests on %s", ", ".join(cfg.listen_client_urls + http_urls))
+
+    async def _start_workers(self) -> None:
+        cfg = self.config
+        for url in cfg.listen_client_urls:
+            check_free(url)
+        table = methods(self.store)
+        name = f"gifee-store-{os.getpid()}-{secrets.token_hex(4)}"
+        loop = asyncio.get_running_loop()
+        ready: list[asyncio.Future[None]] = []
+
+        def connection() -> ipc.CoreConnection:
+            fut: asyncio.Future[None] = loop.create_future()
+            ready.append(fut)
+            return ipc.CoreConnection(table, fut)
+
+        self._ipc_server = await loop.create_unix_server(connection, path="\0" + name)
+        self._core_address = "@" + name
+        for _ in range(cfg.grpc_workers):
+            self._workers.append(await self._spawn_worker())
+        deadline = loop.time() + WORKER_START_TIMEOUT
+        while sum(1 for f in ready if f.done()) < cfg.grpc_workers:
+            for proc in self._workers:
+                if proc.returncode is not None:
+                    err = b""
+                    if proc.stderr is not None:
+                        err = await proc.stderr.read()
+                    raise RuntimeError(f"gRPC worker failed to start: {err.decode(errors='replace').strip()}")
+            if loop.time() > deadline:
+                raise RuntimeError("gRPC workers did not start in time")
+            await asyncio.sleep(0.02)
+        self._worker_watch = loop.create_task(self._watch_workers())
+
+    async def _spawn_worker(self) -> asyncio.subprocess.Process:
+        cfg = self.config
+        args = [
+            sys.executable, "-m", "gifee.store.worker",
+            "--core", self._core_address,
+            "--listen", ",".join(cfg.listen_client_urls),
+            "--max-request-bytes", str(cfg.store.max_request_bytes),
+        ]
+        if cfg.cert_file and cfg.key_file:
+            args += ["--cert-file", cfg.cert_file, "--key-file", cfg.key_file]
+        return await asyncio.create_subprocess_exec(*args, stderr=asyncio.subprocess.PIPE)
+
+    async def _watch_workers(self) -> None:
+        """A worker that dies is replaced; clients reconnect to its siblings meanwhile."""
+        while not self._stopping:
+            await asyncio.sleep(0.5)
+            for i, proc in enumerate(self._workers):
+                if proc.returncode is not None and not self._stopping:
+                    err = b""
+                    if proc.stderr is not None:
+                        with contextlib.suppress(Exception):
+                            err = await asyncio.wait_for(proc.stderr.read(), 1.0)
+                    log.error("gRPC worker %d exited (%s); restarting: %s", proc.pid, proc.returncode, err[-500:])
+                    self._workers[i] = await self._spawn_worker()
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self._worker_watch is not None:
+            self._worker_watch.cancel()
+        for proc in self._workers:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+        for proc in self._workers:
+            try:
+                await asyncio.wait_for(proc.wait(), 5.0)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._ipc_server is not None:
+            self._ipc_server.close()
         for runner in self._http_runners:
             await runner.cleanup()
         if self._grpc is not None:
@@ -100,7 +178,11 @@ class StoreServer:
 
 async def serve(config: ServerConfig) -> None:
     server = StoreServer(config)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

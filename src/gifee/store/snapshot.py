@@ -4,8 +4,8 @@ A snapshot lets the write-ahead log forget what it covers (log compaction)
 and makes defragmentation real: after one, the data directory holds the live
 records and nothing else. Format: a magic line, a pickled tuple of plain
 values (no classes of ours, so old files load after refactors), and a SHA-256
-of everything before it — the same integrity trailer etcd appends to its
-snapshot stream. A file that fails the check is never loaded: the server stops
+of everything before it (the body zero-padded to a 512-byte multiple) — the
+same integrity trailer etcd appends to its snapshot stream. A file that fails the check is never loaded: the server stops
 with an error naming it rather than start from damaged state.
 """
 
@@ -42,6 +42,9 @@ def encode(sm: StateMachine) -> bytes:
         sorted(sm.alarms),
     )
     body = MAGIC + pickle.dumps(state, protocol=5)
+    # Zero padding to a 512-byte multiple, like a bbolt file: etcdctl's "snapshot save"
+    # finds the SHA-256 trailer by that rule. Unpickling ignores the padding.
+    body += bytes(-len(body) % 512)
     return body + hashlib.sha256(body).digest()
 
 

@@ -1,0 +1,249 @@
+"""The link between gRPC worker processes and the store's core process.
+
+Why it exists: a Python gRPC server spends most of its CPU in gRPC itself,
+on one core. `gifee store` therefore runs the store (state machine, WAL,
+watches, leases) in one core process and terminates gRPC in worker processes
+that share the client port (SO_REUSEPORT). Workers never decode messages:
+they pass request bytes to the core and response bytes back, so the core's
+per-request cost is only the store's own work.
+
+The wire between them is a stream of frames over a Unix socket:
+
+    header  <IIB  payload length, call id, frame kind
+    payload       kind-specific bytes
+
+Worker -> core: CALL (u16 method index + request; unary and server-stream
+calls), OPEN (u16 method index; a bidirectional stream), SEND (a request on an
+open stream), HALF_CLOSE (the client finished sending), CANCEL (the client went
+away). Core -> worker: HELLO (the method table, first frame on a connection),
+REPLY (a response, or one message of a stream), ERROR (u8 gRPC code + UTF-8
+text; ends the call), END (a stream finished).
+
+`FrameReader` and `encode_frame` are the codec, with no I/O; `CoreEndpoint` is
+the core's asyncio side. The worker side lives in `worker.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from gifee.store.errors import StoreError
+from gifee.store.handlers import BIDI, SERVER_STREAM, UNARY, Method
+
+log = logging.getLogger("gifee.store.ipc")
+
+HEADER = struct.Struct("<IIB")
+METHOD_INDEX = struct.Struct("<H")
+
+HELLO = 0
+CALL = 1
+OPEN = 2
+SEND = 3
+HALF_CLOSE = 4
+CANCEL = 5
+REPLY = 10
+ERROR = 11
+END = 12
+
+INTERNAL_ERROR = "etcdserver: internal error"
+
+
+def encode_frame(kind: int, call_id: int, payload: bytes = b"") -> bytes:
+    return HEADER.pack(len(payload), call_id, kind) + payload
+
+
+def encode_error(code: grpc.StatusCode, message: str) -> bytes:
+    return bytes([code.value[0]]) + message.encode()
+
+
+def decode_error(payload: bytes) -> tuple[grpc.StatusCode, str]:
+    number = payload[0]
+    code = next((c for c in grpc.StatusCode if c.value[0] == number), grpc.StatusCode.UNKNOWN)
+    return code, payload[1:].decode(errors="replace")
+
+
+class FrameReader:
+    """Splits a byte stream into frames; keeps the incomplete tail for the next feed."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        buf = self._buf
+        buf += data
+        out = []
+        pos = 0
+        size = HEADER.size
+        end = len(buf)
+        while end - pos >= size:
+            length, call_id, kind = HEADER.unpack_from(buf, pos)
+            if end - pos - size < length:
+                break
+            start = pos + size
+            out.append((kind, call_id, bytes(buf[start : start + length])))
+            pos = start + length
+        if pos:
+            del buf[:pos]
+        return out
+
+
+def method_table_payload(table: list[Method]) -> bytes:
+    return json.dumps([[m.service, m.name, m.kind] for m in table]).encode()
+
+
+class _RequestQueue:
+    """Requests of one bidirectional stream, as the async iterator its handler consumes."""
+
+    def __init__(self, decode: Any) -> None:
+        self._decode = decode
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def put(self, data: bytes | None) -> None:
+        self._queue.put_nowait(data)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        while True:
+            data = await self._queue.get()
+            if data is None:
+                return
+            yield self._decode(data)
+
+
+class CoreConnection(asyncio.Protocol):
+    """The core's end of one worker connection: runs each call against the method table."""
+
+    def __init__(self, table: list[Method], on_ready: asyncio.Future[None] | None = None) -> None:
+        self._table = table
+        self._on_ready = on_ready
+        self._reader = FrameReader()
+        self._transport: asyncio.Transport | None = None
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._streams: dict[int, _RequestQueue] = {}
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._loop = asyncio.get_event_loop()
+
+    # -- transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.write(encode_frame(HELLO, 0, method_table_payload(self._table)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
+        self._streams.clear()
+
+    def data_received(self, data: bytes) -> None:
+        for kind, call_id, payload in self._reader.feed(data):
+            try:
+                self._dispatch(kind, call_id, payload)
+            except Exception:
+                log.exception("bad frame from worker (kind %d)", kind)
+                self._send(ERROR, call_id, encode_error(grpc.StatusCode.INTERNAL, INTERNAL_ERROR))
+
+    # -- output, coalesced into one write per loop iteration
+
+    def _send(self, kind: int, call_id: int, payload: bytes = b"") -> None:
+        self._out.append(encode_frame(kind, call_id, payload))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._transport is not None and self._out:
+            self._transport.write(b"".join(self._out))
+        self._out.clear()
+
+    # -- calls
+
+    def _dispatch(self, kind: int, call_id: int, payload: bytes) -> None:
+        if kind == HELLO:
+            # The worker's answer to ours: it is listening now.
+            if self._on_ready is not None and not self._on_ready.done():
+                self._on_ready.set_result(None)
+        elif kind == CALL:
+            (index,) = METHOD_INDEX.unpack_from(payload)
+            method = self._table[index]
+            try:
+                request = method.request.FromString(payload[METHOD_INDEX.size :])
+            except Exception:
+                self._send(ERROR, call_id, encode_error(grpc.StatusCode.INTERNAL, "grpc: error unmarshalling request"))
+                return
+            if method.kind == UNARY:
+                self._start(call_id, self._unary(call_id, method, request))
+            else:
+                assert method.kind == SERVER_STREAM
+                self._start(call_id, self._stream(call_id, method, method.call(request)))
+        elif kind == OPEN:
+            (index,) = METHOD_INDEX.unpack_from(payload)
+            method = self._table[index]
+            assert method.kind == BIDI
+            queue = _RequestQueue(method.request.FromString)
+            self._streams[call_id] = queue
+            self._start(call_id, self._stream(call_id, method, method.call(queue)))
+        elif kind == SEND:
+            stream = self._streams.get(call_id)
+            if stream is not None:
+                stream.put(payload)
+        elif kind == HALF_CLOSE:
+            stream = self._streams.get(call_id)
+            if stream is not None:
+                stream.put(None)
+        elif kind == CANCEL:
+            task = self._tasks.pop(call_id, None)
+            self._streams.pop(call_id, None)
+            if task is not None:
+                task.cancel()
+
+    def _start(self, call_id: int, work: Any) -> None:
+        task = self._loop.create_task(work)
+        self._tasks[call_id] = task
+        task.add_done_callback(lambda _: self._forget(call_id, task))
+
+    def _forget(self, call_id: int, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(call_id) is task:
+            del self._tasks[call_id]
+            self._streams.pop(call_id, None)
+
+    async def _unary(self, call_id: int, method: Method, request: Any) -> None:
+        try:
+            response = await method.call(request)
+        except StoreError as e:
+            self._send(ERROR, call_id, encode_error(e.code, e.message))
+        except Exception:
+            log.exception("%s failed", method.path)
+            self._send(ERROR, call_id, encode_error(grpc.StatusCode.UNKNOWN, INTERNAL_ERROR))
+        else:
+            self._send(REPLY, call_id, response.SerializeToString())
+
+    async def _stream(self, call_id: int, method: Method, responses: AsyncIterator[Any]) -> None:
+        try:
+            async for response in responses:
+                self._send(REPLY, call_id, response.SerializeToString())
+        except StoreError as e:
+            self._send(ERROR, call_id, encode_error(e.code, e.message))
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await responses.aclose()  # type: ignore[attr-defined]
+            raise
+        except Exception:
+            log.exception("%s failed", method.path)
+            self._send(ERROR, call_id, encode_error(grpc.StatusCode.UNKNOWN, INTERNAL_ERROR))
+        else:
+            self._send(END, call_id)

@@ -1,0 +1,242 @@
+"""A gRPC worker process of `gifee store`: terminates gRPC, forwards bytes to the core.
+
+Started by the core with the address of its Unix socket. It learns the method
+table from the core's HELLO frame, listens on the client URLs (sharing the
+port with its sibling workers through SO_REUSEPORT, which gRPC sets), and
+relays every call as frames (see `ipc.py`). It exits as soon as the core's
+socket closes, so a killed core never leaves workers answering for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from gifee.store import ipc
+from gifee.store.handlers import SERVER_STREAM, UNARY
+from gifee.store.listen import grpc_options_for, host_port
+
+
+class CoreLink:
+    """The worker's connection to the core: numbered calls, replies routed back by number."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._next_id = 1
+        self._waiting: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self._streams: dict[int, asyncio.Queue[tuple[int, bytes]]] = {}
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
+
+    def _new_id(self) -> int:
+        call_id = self._next_id
+        self._next_id = call_id + 1 if call_id < 2**32 - 1 else 1
+        return call_id
+
+    def send(self, kind: int, call_id: int, payload: bytes = b"") -> None:
+        self._out.append(ipc.encode_frame(kind, call_id, payload))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out:
+            self._writer.write(b"".join(self._out))
+            self._out.clear()
+
+    async def unary(self, index: int, request: bytes) -> tuple[int, bytes]:
+        call_id = self._new_id()
+        fut: asyncio.Future[tuple[int, bytes]] = self._loop.create_future()
+        self._waiting[call_id] = fut
+        self.send(ipc.CALL, call_id, ipc.METHOD_INDEX.pack(index) + request)
+        try:
+            return await fut
+        finally:
+            self._waiting.pop(call_id, None)
+
+    def open_stream(self, index: int, request: bytes | None) -> tuple[int, asyncio.Queue[tuple[int, bytes]]]:
+        call_id = self._new_id()
+        queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+        self._streams[call_id] = queue
+        if request is None:
+            self.send(ipc.OPEN, call_id, ipc.METHOD_INDEX.pack(index))
+        else:
+            self.send(ipc.CALL, call_id, ipc.METHOD_INDEX.pack(index) + request)
+        return call_id, queue
+
+    def close_stream(self, call_id: int, cancel: bool) -> None:
+        if self._streams.pop(call_id, None) is not None and cancel:
+            self.send(ipc.CANCEL, call_id)
+
+    async def run(self) -> None:
+        """Route the core's frames until it goes away."""
+        reader = ipc.FrameReader()
+        while True:
+            data = await self._reader.read(1 << 18)
+            if not data:
+                return
+            for kind, call_id, payload in reader.feed(data):
+                fut = self._waiting.pop(call_id, None)
+                if fut is not None:
+                    if not fut.done():
+                        fut.set_result((kind, payload))
+                    continue
+                queue = self._streams.get(call_id)
+                if queue is not None:
+                    queue.put_nowait((kind, payload))
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], payload: bytes) -> None:
+    code, message = ipc.decode_error(payload)
+    await context.abort(code, message)
+
+
+def _handlers(link: CoreLink, table: list[list[str]]) -> list[grpc.GenericRpcHandler]:
+    services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+
+    def unary(index: int) -> Callable[..., Any]:
+        async def handle(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            kind, payload = await link.unary(index, request)
+            if kind != ipc.REPLY:
+                await _abort(context, payload)
+            return payload
+
+        return handle
+
+    async def relay(
+        call_id: int, queue: asyncio.Queue[tuple[int, bytes]], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            while True:
+                kind, payload = await queue.get()
+                if kind == ipc.REPLY:
+                    yield payload
+                elif kind == ipc.END:
+                    finished = True
+                    return
+                else:
+                    finished = True
+                    await _abort(context, payload)
+        finally:
+            link.close_stream(call_id, cancel=not finished)
+
+    def server_stream(index: int) -> Callable[..., Any]:
+        async def handle(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
+            call_id, queue = link.open_stream(index, request)
+            async for payload in relay(call_id, queue, context):
+                yield payload
+
+        return handle
+
+    def bidi(index: int) -> Callable[..., Any]:
+        async def handle(
+            requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[bytes]:
+            call_id, queue = link.open_stream(index, None)
+
+            async def pump() -> None:
+                try:
+                    async for request in requests:
+                        link.send(ipc.SEND, call_id, request)
+                    link.send(ipc.HALF_CLOSE, call_id)
+                except (asyncio.CancelledError, Exception):
+                    link.send(ipc.HALF_CLOSE, call_id)
+
+            pumper = asyncio.get_running_loop().create_task(pump())
+            try:
+                async for payload in relay(call_id, queue, context):
+                    yield payload
+            finally:
+                pumper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pumper
+
+        return handle
+
+    for index, (service, name, kind) in enumerate(table):
+        if kind == UNARY:
+            handler = grpc.unary_unary_rpc_method_handler(unary(index))
+        elif kind == SERVER_STREAM:
+            handler = grpc.unary_stream_rpc_method_handler(server_stream(index))
+        else:
+            handler = grpc.stream_stream_rpc_method_handler(bidi(index))
+        services.setdefault(service, {})[name] = handler
+    return [grpc.method_handlers_generic_handler(s, m) for s, m in services.items()]
+
+
+async def _read_hello(reader: asyncio.StreamReader) -> list[list[str]]:
+    header = await reader.readexactly(ipc.HEADER.size)
+    length, _, kind = ipc.HEADER.unpack(header)
+    payload = await reader.readexactly(length)
+    if kind != ipc.HELLO:
+        raise RuntimeError("core did not start with HELLO")
+    table: list[list[str]] = json.loads(payload)
+    return table
+
+
+async def serve(core_address: str, urls: list[str], max_request_bytes: int, cert: str, key: str) -> None:
+    # "@name" is a Linux abstract socket; a NUL byte cannot travel in argv.
+    address = "\0" + core_address[1:] if core_address.startswith("@") else core_address
+    reader, writer = await asyncio.open_unix_connection(address)
+    table = await _read_hello(reader)
+    link = CoreLink(reader, writer)
+    server = grpc.aio.server(options=grpc_options_for(max_request_bytes))
+    server.add_generic_rpc_handlers(_handlers(link, table))
+    credentials = None
+    if cert and key:
+        with open(key, "rb") as k, open(cert, "rb") as c:
+            credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
+    for url in urls:
+        host, port = host_port(url)
+        if url.startswith("https://") and credentials is not None:
+            server.add_secure_port(f"{host}:{port}", credentials)
+        else:
+            server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    link.send(ipc.HELLO, 0)  # tells the core this worker listens
+    await link.run()
+    # The core is gone: leave at once, without finishing calls on its behalf.
+    os._exit(0)
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="gifee-store-worker")
+    p.add_argument("--core", required=True)
+    p.add_argument("--listen", required=True)
+    p.add_argument("--max-request-bytes", type=int, required=True)
+    p.add_argument("--cert-file", default="")
+    p.add_argument("--key-file", default="")
+    args = p.parse_args(argv)
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the core decides when workers stop
+    try:
+        asyncio.run(serve(args.core, args.listen.split(","), args.max_request_bytes, args.cert_file, args.key_file))
+    except Exception as e:
+        print(f"gifee store worker: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
