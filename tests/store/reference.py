@@ -477,7 +477,7 @@ class Normalizer:
         if key in _MEMBER_FIELDS:
             return self.member(int(value)) if value else 0
         if fd.type == FieldDescriptor.TYPE_ENUM:
-            ev = fd.enum_type.values_by_number.get(value)
+            ev = fd.enum_type.values_by_number.get(value) if fd.enum_type is not None else None
             return ev.name if ev is not None else value
         if fd.type == FieldDescriptor.TYPE_BYTES:
             if fd.name == "key" or full == "etcdserverpb.LeaseTimeToLiveResponse":
@@ -937,10 +937,10 @@ class Ctl:
         text = _ATTACHED.sub(lambda m: "attached keys([" + " ".join(sorted(m.group(1).split())) + "])", text)
         if self.owner_prefixes:
             # lock and election keys end in the owner's lease id in hex (%x)
-            pat = re.compile(
+            owned = re.compile(
                 "^(" + "|".join(re.escape(p) for p in self.owner_prefixes) + ")[0-9a-f]{1,16}$", re.M
             )
-            text = pat.sub(r"\1<some-lease>", text)
+            text = owned.sub(r"\1<some-lease>", text)
         return text
 
     def json(self, value: Any, key: str = "") -> Any:
@@ -980,8 +980,14 @@ class Ctl:
 
     # -- running
     def run(
-        self, *args: str, input: str | None = None, sort_lines: bool = False, label: str | None = None
+        self,
+        *args: str,
+        input: str | None = None,
+        sort_lines: bool = False,
+        label: str | None = None,
+        record: bool = True,
     ) -> subprocess.CompletedProcess[str]:
+        """Run etcdctl; unless `record` is false, append the normalized result to the transcript."""
         proc = etcdctl(self.server.endpoint, *args, input=input)
         for m in _LEASE_GRANTED.finditer(proc.stdout):
             self.lease_name(int(m.group(1), 16))
@@ -994,6 +1000,8 @@ class Ctl:
             if sort_lines:
                 lines = lines[:1] + sorted(lines[1:])
             out = lines
+        if not record:
+            return proc
         self.transcript.append(
             (
                 label or "etcdctl " + self.text(" ".join(args)),

@@ -11,12 +11,21 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.store.reference import Ctl, ServerPair, ctl_differential
 
 pytestmark = [pytest.mark.reference, pytest.mark.timeout(120)]
+
+
+def entry(ctl: Ctl, label: str) -> Any:
+    """The reference's recorded result for `label` (sanity checks that the test tests something)."""
+    for lab, value in ctl.transcript:
+        if lab == label:
+            return value
+    raise AssertionError(f"{label!r} not in the transcript: {[lab for lab, _ in ctl.transcript]}")
 
 
 def test_put_get_del(pair: ServerPair) -> None:
@@ -57,7 +66,8 @@ def test_put_get_del(pair: ServerPair) -> None:
         c.run("put", "a", "z" * 10)
         c.run("get", "a", "--hex")
 
-    ctl_differential(pair, script)
+    ref, _ = ctl_differential(pair, script)
+    assert entry(ref, "etcdctl get a")["stdout"] == ["a", "2", ""]
 
 
 def test_txn_interactive(pair: ServerPair) -> None:
@@ -74,7 +84,8 @@ def test_txn_interactive(pair: ServerPair) -> None:
         c.run("txn", input="\nput x 1\nput x 2\n\n\n")  # duplicate key
         c.run("get", "", "--from-key")
 
-    ctl_differential(pair, script)
+    ref, _ = ctl_differential(pair, script)
+    assert entry(ref, "etcdctl txn -i")["stdout"][3] == "SUCCESS"
 
 
 def test_watch(pair: ServerPair) -> None:
@@ -118,7 +129,8 @@ def test_watch(pair: ServerPair) -> None:
         c.run("compaction", "3")
         c.run("watch", "w/", "--prefix", "--rev", "2")  # compacted: exits with an error
 
-    ctl_differential(pair, script)
+    ref, _ = ctl_differential(pair, script)
+    assert "again" in entry(ref, "watch --prefix")["stdout"]
 
 
 def test_lease(pair: ServerPair) -> None:
@@ -150,7 +162,8 @@ def test_lease(pair: ServerPair) -> None:
         c.run("lease", "list", sort_lines=True)
         c.run("get", "lk/3", "-w", "json")
 
-    ctl_differential(pair, script)
+    ref, _ = ctl_differential(pair, script)
+    assert entry(ref, "etcdctl lease grant 1")["stdout"][0].endswith("granted with TTL(2s)")
 
 
 def test_compaction(pair: ServerPair) -> None:
@@ -168,7 +181,8 @@ def test_compaction(pair: ServerPair) -> None:
         c.run("get", "k", "--rev", "5")
         c.run("get", "k", "--rev", "6", "-w", "json")
 
-    ctl_differential(pair, script)
+    ref, _ = ctl_differential(pair, script)
+    assert entry(ref, "etcdctl compaction 4")["stdout"][0] == "compacted revision 4"
 
 
 def _status_row(c: Ctl, line: str) -> str:
@@ -190,13 +204,18 @@ def _member_row(c: Ctl, line: str) -> str:
 def test_endpoint_member_alarm_defrag_snapshot(pair: ServerPair, tmp_path: Path) -> None:
     def script(c: Ctl) -> None:
         c.run("put", "s", "1")
-        proc = c.run("endpoint", "status")
-        c.record("endpoint status row", [_status_row(c, ln) for ln in proc.stdout.splitlines()])
+        proc = c.run("endpoint", "status", record=False)  # version, sizes and raft indexes vary
+        c.record(
+            "etcdctl endpoint status",
+            (proc.returncode, [_status_row(c, ln) for ln in proc.stdout.splitlines()]),
+        )
         c.run("endpoint", "status", "-w", "json")
         c.run("endpoint", "health")
         c.run("endpoint", "health", "-w", "json")
-        proc = c.run("member", "list")
-        c.record("member list row", [_member_row(c, ln) for ln in proc.stdout.splitlines()])
+        proc = c.run("member", "list", record=False)
+        c.record(
+            "etcdctl member list", (proc.returncode, [_member_row(c, ln) for ln in proc.stdout.splitlines()])
+        )
         c.run("member", "list", "-w", "json")
         c.run("alarm", "list")
         c.run("defrag")
@@ -208,7 +227,9 @@ def test_endpoint_member_alarm_defrag_snapshot(pair: ServerPair, tmp_path: Path)
         c.record("snapshot file non-empty", snap.exists() and snap.stat().st_size > 0)
         c.run("get", "s")
 
-    ctl_differential(pair, script)
+    ref, _ = ctl_differential(pair, script)
+    assert entry(ref, "snapshot file non-empty") is True
+    assert entry(ref, "etcdctl snapshot save <file>")["rc"] == 0
 
 
 def test_lock(pair: ServerPair, tmp_path: Path) -> None:
@@ -245,7 +266,10 @@ def test_lock(pair: ServerPair, tmp_path: Path) -> None:
         c.record("waiter output after release", (rc2, lines2))
         c.run("get", "held", "--prefix", "--keys-only")
 
-    ctl_differential(pair, script)
+    ref, _ = ctl_differential(pair, script)
+    assert entry(ref, "etcdctl lock mylock -- echo held")["stdout"] == ["held", ""]
+    assert entry(ref, "two lockers: exit codes, serialized") == ([0, 0], True, 4)
+    assert entry(ref, "waiter output after release") == (0, ["second"])
 
 
 def test_elect(pair: ServerPair) -> None:
@@ -270,7 +294,8 @@ def test_elect(pair: ServerPair) -> None:
         c.record("observer output", [c.text(ln) for ln in obs])
         c.run("get", "myelection/", "--prefix")
 
-    ctl_differential(pair, script)
+    ref, _ = ctl_differential(pair, script)
+    assert [ln for ln in entry(ref, "observer output") if not ln.startswith("myelection/")] == ["p1", "p2"]
 
 
 def test_client_side_errors(pair: ServerPair) -> None:
@@ -283,4 +308,5 @@ def test_client_side_errors(pair: ServerPair) -> None:
         c.run("get", "k", "--sort-by", "BOGUS")
         c.run("get", "x", "--consistency", "s")
 
-    ctl_differential(pair, script)
+    ref, _ = ctl_differential(pair, script)
+    assert entry(ref, "etcdctl del ")["stderr"] == ["Error: etcdserver: key is not provided"]
