@@ -92,11 +92,18 @@ def candidate_label() -> str:
 # --------------------------------------------------------------------------- processes
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (loopback only)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
+    """A currently free TCP port on 127.0.0.1 (loopback only), never one handed out before."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((LOOPBACK, 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class ServerStartError(RuntimeError):
