@@ -148,6 +148,7 @@ class ServerProcess:
         self.peer_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self._swept: set[int] = set()
 
     # -- addresses
     @property
@@ -275,6 +276,13 @@ class ServerProcess:
                     proc.wait(timeout)
         finally:
             _LIVE.discard(self)
+            # The server leads its own process group (start_new_session): sweep any helper
+            # processes it left behind (e.g. worker processes orphaned by a kill -9).
+            # Only once per process, right after it ended, so the group id cannot have been reused.
+            if proc.returncode is not None and proc.pid not in self._swept:
+                self._swept.add(proc.pid)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
         return proc.returncode
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
