@@ -782,7 +782,7 @@ async def test_lock_service(pair: ServerPair) -> None:
         await wait_count(r, b"mylock/", 2)  # the second locker has queued its key
         await asyncio.sleep(0.2)
         r.record("second locker waits", not second.done())
-        await r.call("keys under lock", r.kv.Range, rng(b"mylock/", prefix_end(b"mylock/")))
+        await r.call("keys under lock", r.kv.Range, rng(b"mylock/", prefix_end(b"mylock/"), sort_target=P.RangeRequest.CREATE))
         await r.call(
             "unlock",
             r.client.lock.Unlock,

@@ -15,10 +15,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.message import Message
+import grpc
+from google.protobuf.message import DecodeError, Message
 
 from gifee.store import errors
 from gifee.store.concurrency import ElectionService, LockService
+from gifee.store.listen import GRPC_OVERHEAD_BYTES
 from gifee.store.node import Store
 from gifee.store.proto import rpc_pb2, v3election_pb2, v3lock_pb2
 
@@ -39,6 +41,26 @@ class Method:
     @property
     def path(self) -> str:
         return f"/{self.service}/{self.name}"
+
+
+def receive_limit(max_request_bytes: int) -> int:
+    return max_request_bytes + GRPC_OVERHEAD_BYTES
+
+
+def check_size(data: bytes, limit: int) -> None:
+    """grpc-go's own check and text; gRPC's C core would answer with different words."""
+    if len(data) > limit:
+        raise errors.StoreError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, f"grpc: received message larger than max ({len(data)} vs. {limit})"
+        )
+
+
+def decode(method: Method, data: bytes, limit: int) -> Any:
+    check_size(data, limit)
+    try:
+        return method.request.FromString(data)
+    except DecodeError as e:
+        raise errors.StoreError(grpc.StatusCode.INTERNAL, f"grpc: error unmarshalling request: {e}") from None
 
 
 async def watch_session(
@@ -93,6 +115,31 @@ def methods(store: Store) -> list[Method]:
         # Membership changes arrive with Raft replication (store part 2).
         raise errors.NOT_CAPABLE
 
+    async def alarm(req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
+        resp = await store.alarm(req)
+        resp.ClearField("header")  # etcd's Alarm answers without a header
+        return resp
+
+    async def defragment(_: rpc_pb2.DefragmentRequest) -> rpc_pb2.DefragmentResponse:
+        await store.defragment()
+        return rpc_pb2.DefragmentResponse()  # etcd's Defragment answers without a header
+
+    async def member_list(_: rpc_pb2.MemberListRequest) -> rpc_pb2.MemberListResponse:
+        resp = await store.member_list()
+        resp.header.revision = 0  # the cluster service's header carries no revision in etcd
+        return resp
+
+    def as_client_error(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """v3lock and v3election run etcd's client recipes, whose errors reach the caller as UNKNOWN."""
+
+        async def run(req: Any) -> Any:
+            try:
+                return await fn(req)
+            except errors.StoreError as e:
+                raise errors.StoreError(grpc.StatusCode.UNKNOWN, e.message) from None
+
+        return run
+
     async def unlock(req: v3lock_pb2.UnlockRequest) -> v3lock_pb2.UnlockResponse:
         resp = await store.delete_range(rpc_pb2.DeleteRangeRequest(key=req.key))
         return v3lock_pb2.UnlockResponse(header=resp.header)
@@ -129,23 +176,26 @@ def methods(store: Store) -> list[Method]:
             store.lease_time_to_live,
         ),
         Method(lease, "LeaseLeases", r.LeaseLeasesRequest, r.LeaseLeasesResponse, UNARY, lambda _: store.lease_leases()),
-        Method(mt, "Alarm", r.AlarmRequest, r.AlarmResponse, UNARY, store.alarm),
+        Method(mt, "Alarm", r.AlarmRequest, r.AlarmResponse, UNARY, alarm),
         Method(mt, "Status", r.StatusRequest, r.StatusResponse, UNARY, lambda _: store.status()),
-        Method(mt, "Defragment", r.DefragmentRequest, r.DefragmentResponse, UNARY, lambda _: store.defragment()),
+        Method(mt, "Defragment", r.DefragmentRequest, r.DefragmentResponse, UNARY, defragment),
         Method(mt, "Hash", r.HashRequest, r.HashResponse, UNARY, lambda _: store.hash()),
         Method(mt, "HashKV", r.HashKVRequest, r.HashKVResponse, UNARY, store.hash_kv),
         Method(mt, "Snapshot", r.SnapshotRequest, r.SnapshotResponse, SERVER_STREAM, lambda _: store.snapshot()),
         Method(mt, "MoveLeader", r.MoveLeaderRequest, r.MoveLeaderResponse, UNARY, move_leader),
-        Method(cl, "MemberList", r.MemberListRequest, r.MemberListResponse, UNARY, lambda _: store.member_list()),
+        Method(cl, "MemberList", r.MemberListRequest, r.MemberListResponse, UNARY, member_list),
         Method(cl, "MemberAdd", r.MemberAddRequest, r.MemberAddResponse, UNARY, not_capable),
         Method(cl, "MemberRemove", r.MemberRemoveRequest, r.MemberRemoveResponse, UNARY, not_capable),
         Method(cl, "MemberUpdate", r.MemberUpdateRequest, r.MemberUpdateResponse, UNARY, not_capable),
         Method(cl, "MemberPromote", r.MemberPromoteRequest, r.MemberPromoteResponse, UNARY, not_capable),
-        Method(lock, "Lock", lk.LockRequest, lk.LockResponse, UNARY, locks._lock),
-        Method(lock, "Unlock", lk.UnlockRequest, lk.UnlockResponse, UNARY, unlock),
-        Method(election, "Campaign", e.CampaignRequest, e.CampaignResponse, UNARY, elections._campaign),
-        Method(election, "Proclaim", e.ProclaimRequest, e.ProclaimResponse, UNARY, proclaim),
-        Method(election, "Leader", e.LeaderRequest, e.LeaderResponse, UNARY, lambda req: elections._leader(req.name)),
+        Method(lock, "Lock", lk.LockRequest, lk.LockResponse, UNARY, as_client_error(locks._lock)),
+        Method(lock, "Unlock", lk.UnlockRequest, lk.UnlockResponse, UNARY, as_client_error(unlock)),
+        Method(election, "Campaign", e.CampaignRequest, e.CampaignResponse, UNARY, as_client_error(elections._campaign)),
+        Method(election, "Proclaim", e.ProclaimRequest, e.ProclaimResponse, UNARY, as_client_error(proclaim)),
+        Method(
+            election, "Leader", e.LeaderRequest, e.LeaderResponse, UNARY,
+            as_client_error(lambda req: elections._leader(req.name)),
+        ),
         Method(election, "Observe", e.LeaderRequest, e.LeaderResponse, SERVER_STREAM, elections.observe),
-        Method(election, "Resign", e.ResignRequest, e.ResignResponse, UNARY, resign),
+        Method(election, "Resign", e.ResignRequest, e.ResignResponse, UNARY, as_client_error(resign)),
     ]

@@ -36,7 +36,7 @@ from typing import Any
 import grpc
 
 from gifee.store.errors import StoreError
-from gifee.store.handlers import BIDI, SERVER_STREAM, UNARY, Method
+from gifee.store.handlers import BIDI, SERVER_STREAM, UNARY, Method, decode
 
 log = logging.getLogger("gifee.store.ipc")
 
@@ -123,8 +123,9 @@ class _RequestQueue:
 class CoreConnection(asyncio.Protocol):
     """The core's end of one worker connection: runs each call against the method table."""
 
-    def __init__(self, table: list[Method], on_ready: asyncio.Future[None] | None = None) -> None:
+    def __init__(self, table: list[Method], limit: int, on_ready: asyncio.Future[None] | None = None) -> None:
         self._table = table
+        self._limit = limit
         self._on_ready = on_ready
         self._reader = FrameReader()
         self._transport: asyncio.Transport | None = None
@@ -181,9 +182,9 @@ class CoreConnection(asyncio.Protocol):
             (index,) = METHOD_INDEX.unpack_from(payload)
             method = self._table[index]
             try:
-                request = method.request.FromString(payload[METHOD_INDEX.size :])
-            except Exception:
-                self._send(ERROR, call_id, encode_error(grpc.StatusCode.INTERNAL, "grpc: error unmarshalling request"))
+                request = decode(method, payload[METHOD_INDEX.size :], self._limit)
+            except StoreError as e:
+                self._send(ERROR, call_id, encode_error(e.code, e.message))
                 return
             if method.kind == UNARY:
                 self._start(call_id, self._unary(call_id, method, request))
@@ -194,7 +195,8 @@ class CoreConnection(asyncio.Protocol):
             (index,) = METHOD_INDEX.unpack_from(payload)
             method = self._table[index]
             assert method.kind == BIDI
-            queue = _RequestQueue(method.request.FromString)
+            limit = self._limit
+            queue = _RequestQueue(lambda data: decode(method, data, limit))
             self._streams[call_id] = queue
             self._start(call_id, self._stream(call_id, method, method.call(queue)))
         elif kind == SEND:

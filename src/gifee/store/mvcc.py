@@ -255,12 +255,14 @@ class MVCC:
     # ------------------------------------------------------------- integrity
 
     def hash_kv(self, rev: int = 0) -> tuple[int, int, int]:
-        """(hash, current revision, compact revision), computed as etcd's HashKV.
+        """(hash, current revision, compact revision), computed as etcd 3.4's HashKV.
 
         etcd hashes its "key" bucket: for each stored revision up to rev, the
         17-byte revision key (plus "t" for tombstones) and the marshalled
-        KeyValue. The records kept here after compaction are exactly the ones
-        etcd keeps, so the same history gives the same number.
+        KeyValue. Stored revisions at or below the compaction revision count only
+        if they are some key's live record *at rev* (3.4 computes its "keep" set
+        at the hash revision, not at the compaction revision), unless no key is
+        live at rev. The compact revision is -1 before the first compaction.
         """
         if rev > 0 and rev <= self.compact_revision:
             raise errors.COMPACTED
@@ -268,7 +270,18 @@ class MVCC:
             raise errors.FUTURE_REV
         if rev <= 0:
             rev = self.revision
-        records = [r for h in self._histories.values() for r in h if r.mod <= rev]
+        compact = self.compact_revision
+        keep: set[int] = set()
+        for history in self._histories.values():
+            live = _live_at(history, rev)
+            if live is not None:
+                keep.add(id(live))
+        records = [
+            r
+            for h in self._histories.values()
+            for r in h
+            if r.mod <= rev and (r.mod > compact or not keep or id(r) in keep)
+        ]
         records.sort(key=lambda r: (r.mod, r.sub))
         h = google_crc32c.Checksum(b"key")  # type: ignore[no-untyped-call]
         for r in records:
@@ -280,7 +293,7 @@ class MVCC:
                 h.update(revkey)  # type: ignore[no-untyped-call]
                 h.update(r.to_pb().SerializeToString())  # type: ignore[no-untyped-call]
         digest: bytes = h.digest()  # type: ignore[no-untyped-call]
-        return int.from_bytes(digest, "big"), self.revision, self.compact_revision
+        return int.from_bytes(digest, "big"), self.revision, compact if compact else -1
 
     # ------------------------------------------------------------ snapshots
 

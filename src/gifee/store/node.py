@@ -382,7 +382,8 @@ class Store:
         return self._snapshot_size + wal_size
 
     def db_size_in_use(self) -> int:
-        return self.sm.mvcc.live_bytes()
+        # An estimate of the live records' size; never more than what the disk holds.
+        return min(self.sm.mvcc.live_bytes(), self.db_size())
 
     def _check_quota(self, cost: int) -> None:
         if self.sm.nospace:

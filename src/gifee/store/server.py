@@ -23,7 +23,7 @@ from aiohttp import web
 
 from gifee.store import gateway, ipc
 from gifee.store.grpc_api import add_services
-from gifee.store.handlers import methods
+from gifee.store.handlers import methods, receive_limit
 from gifee.store.listen import check_free, grpc_options_for, host_port
 from gifee.store.node import Store, StoreConfig
 
@@ -101,6 +101,7 @@ class StoreServer:
         for url in cfg.listen_client_urls:
             check_free(url)
         table = methods(self.store)
+        limit = receive_limit(cfg.store.max_request_bytes)
         name = f"gifee-store-{os.getpid()}-{secrets.token_hex(4)}"
         loop = asyncio.get_running_loop()
         ready: list[asyncio.Future[None]] = []
@@ -108,7 +109,7 @@ class StoreServer:
         def connection() -> ipc.CoreConnection:
             fut: asyncio.Future[None] = loop.create_future()
             ready.append(fut)
-            return ipc.CoreConnection(table, fut)
+            return ipc.CoreConnection(table, limit, fut)
 
         self._ipc_server = await loop.create_unix_server(connection, path="\0" + name)
         self._core_address = "@" + name

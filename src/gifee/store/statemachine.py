@@ -293,7 +293,9 @@ class StateMachine:
             key = _SORT_KEYS.get(r.sort_target, _SORT_KEYS[RangeRequest.KEY])
             records = sorted(records, key=key, reverse=order == RangeRequest.DESCEND)
         more = False
-        if r.limit > 0 and len(records) > r.limit:
+        if r.count_only:
+            records = []
+        elif r.limit > 0 and len(records) > r.limit:
             records = records[: r.limit]
             more = True
         resp = rpc_pb2.RangeResponse(more=more, count=result.count)
@@ -388,14 +390,25 @@ class StateMachine:
         if not c.range_end:
             return _compare_holds(c, batch.get(c.key))
         records = batch.range(c.key, c.range_end).records
+        if not records:
+            return _compare_holds(c, None)
         return all(_compare_holds(c, r) for r in records)
 
-    def _txn_branch(self, batch: WriteBatch, t: rpc_pb2.TxnRequest) -> tuple[bool, list[rpc_pb2.RequestOp]]:
-        ok = all(self._compare(batch, c) for c in t.compare)
-        return ok, list(t.success if ok else t.failure)
+    def _txn_path(self, batch: WriteBatch, t: rpc_pb2.TxnRequest, path: list[bool]) -> None:
+        """Decide every branch, nested ones included, against the state before the txn writes.
 
-    def _check_txn_applicable(self, batch: WriteBatch, t: rpc_pb2.TxnRequest) -> None:
-        _, ops = self._txn_branch(batch, t)
+        etcd evaluates all compares of a txn tree up front (its "txn path"), so an
+        inner compare never sees the outer txn's own writes.
+        """
+        ok = all(self._compare(batch, c) for c in t.compare)
+        path.append(ok)
+        for op in t.success if ok else t.failure:
+            if op.WhichOneof("request") == "request_txn":
+                self._txn_path(batch, op.request_txn, path)
+
+    def _check_txn_applicable(self, batch: WriteBatch, t: rpc_pb2.TxnRequest, path: list[bool], at: int) -> int:
+        ops = t.success if path[at] else t.failure
+        at += 1
         for op in ops:
             kind = op.WhichOneof("request")
             if kind == "request_put":
@@ -408,20 +421,26 @@ class StateMachine:
                     if rev < self.mvcc.compact_revision:
                         raise errors.COMPACTED
             elif kind == "request_txn":
-                self._check_txn_applicable(batch, op.request_txn)
+                at = self._check_txn_applicable(batch, op.request_txn, path, at)
+        return at
 
     def _txn(self, batch: WriteBatch, t: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         if self.nospace and txn_has_put(t):
             raise errors.NO_SPACE
-        self._check_txn_applicable(batch, t)
-        resp = self._run_txn(batch, t)
+        path: list[bool] = []
+        self._txn_path(batch, t, path)
+        self._check_txn_applicable(batch, t, path, 0)
+        resp, _ = self._run_txn(batch, t, path, 0)
         resp.header.revision = batch.read_revision
         return resp
 
-    def _run_txn(self, batch: WriteBatch, t: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
-        ok, ops = self._txn_branch(batch, t)
+    def _run_txn(
+        self, batch: WriteBatch, t: rpc_pb2.TxnRequest, path: list[bool], at: int
+    ) -> tuple[rpc_pb2.TxnResponse, int]:
+        ok = path[at]
+        at += 1
         resp = rpc_pb2.TxnResponse(succeeded=ok)
-        for op in ops:
+        for op in t.success if ok else t.failure:
             kind = op.WhichOneof("request")
             out = resp.responses.add()
             if kind == "request_range":
@@ -431,10 +450,10 @@ class StateMachine:
             elif kind == "request_delete_range":
                 out.response_delete_range.CopyFrom(self._delete(batch, op.request_delete_range))
             elif kind == "request_txn":
-                inner = self._run_txn(batch, op.request_txn)
+                inner, at = self._run_txn(batch, op.request_txn, path, at)
                 inner.header.SetInParent()
                 out.response_txn.CopyFrom(inner)
-        return resp
+        return resp, at
 
     def _compact(self, c: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
         self.mvcc.compact(c.revision)

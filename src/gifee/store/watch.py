@@ -107,19 +107,25 @@ class WatchHub:
                 del self._by_key[w.key]
 
     def match(self, changes: list[Change]) -> dict[Watcher, list[Change]]:
-        """The changes of one applied entry, grouped by the synced watchers that want them."""
+        """The changes of one applied entry, grouped by the synced watchers that want them.
+
+        A watcher created with a start revision in the future skips changes before it.
+        """
         out: dict[Watcher, list[Change]] = {}
         by_key = self._by_key
         ranges = self._ranges
         for c in changes:
-            key = c.record.key
+            record = c.record
+            key = record.key
+            mod = record.mod
             group = by_key.get(key)
             if group:
                 for w in group:
-                    out.setdefault(w, []).append(c)
+                    if mod >= w.next_rev:
+                        out.setdefault(w, []).append(c)
             if ranges:
                 for w in ranges:
-                    if w.matches(key):
+                    if mod >= w.next_rev and w.matches(key):
                         out.setdefault(w, []).append(c)
         if changes:
             rev = changes[-1].record.mod + 1
