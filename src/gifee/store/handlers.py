@@ -68,6 +68,7 @@ async def watch_session(
 ) -> AsyncIterator[rpc_pb2.WatchResponse]:
     """One Watch stream: requests in, responses out; ends when the client closes its side."""
     stream = store.watch_stream()
+    failure: list[errors.StoreError] = []
 
     async def receive() -> None:
         try:
@@ -79,6 +80,8 @@ async def watch_session(
                     stream.cancel(req.cancel_request.watch_id)
                 elif kind == "progress_request":
                     stream.progress()
+        except errors.StoreError as e:  # an undecodable request ends the stream with its status, as in etcd
+            failure.append(e)
         except Exception:  # a broken client stream ends the watch, never the server
             pass
         finally:
@@ -88,6 +91,8 @@ async def watch_session(
     try:
         async for resp in stream.responses():
             yield resp
+        if failure:
+            raise failure[0]
     finally:
         receiver.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -194,6 +195,7 @@ class Store:
         self._entries_since_snapshot = 0
         self._snapshot_size = 0
         self._closed = False
+        self._lock_fd: int | None = None
         self._member_dir = Path(config.data_dir) / "member"
         self._snap_path = self._member_dir / "snap" / "db.snap"
         self.started_at = time.time()
@@ -217,6 +219,7 @@ class Store:
     async def start(self) -> None:
         cfg = self.config
         (self._member_dir / "snap").mkdir(parents=True, exist_ok=True)
+        self._lock_data_dir()
         meta_path = self._member_dir / "meta.json"
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
@@ -264,6 +267,16 @@ class Store:
         if cfg.auto_compaction_retention > 0:
             self._tasks.append(loop.create_task(self._auto_compaction_loop()))
 
+    def _lock_data_dir(self) -> None:
+        """One process per data directory, as etcd's WAL file lock ensures."""
+        fd = os.open(self._member_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeError(f"data directory {self.config.data_dir} is in use by another process") from None
+        self._lock_fd = fd
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -281,6 +294,9 @@ class Store:
         self._pending.clear()
         if self._wal is not None:
             self._wal.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # ------------------------------------------------------------ the log
 

@@ -9,11 +9,12 @@ Rules
   the decoder are pure functions without I/O: they run on every write and every recovery.
 * Damage is forgiven in one place only: the end of the last segment, which is where a crash tears the final
   write.  There an incomplete header, a record whose declared length runs to or past the end of the file, or
-  a damaged record followed by nothing but zero bytes is a torn tail, and ``open`` truncates it.  Any other
-  damage -- a bad CRC with data after it, a damaged non-last segment, an index that does not follow its
-  predecessor, a missing segment -- raises `WalCorruptError` naming the file and offset, and the server stops
-  rather than guess which records it may trust.  The length field is outside the CRC, so a damaged length
-  that points to or past the end of the last segment is indistinguishable from a torn write and is truncated.
+  a damaged record followed by nothing but zero bytes is a torn tail, and ``open`` truncates it -- unless an
+  intact record with the next index follows somewhere after it: a crash leaves nothing intact behind a torn
+  write, so that is damage (a flipped length field, say).  Any other damage -- a bad CRC with data after it,
+  a damaged non-last segment, an index that does not follow its predecessor, a missing segment -- raises
+  `WalCorruptError` naming the file and offset, and the server stops rather than guess which records it may
+  trust.
 * ``append`` only writes (one ``os.write`` loop per batch, no fsync); ``sync`` makes everything appended so
   far durable.  The caller never runs two operations of one log at the same time: ``sync`` may run on a
   worker thread (``run_in_executor``) while the event loop merely *prepares* the next batch, and ``append``,
@@ -126,7 +127,12 @@ def decode_records(
         start = off + _HEADER_SIZE
         stop = start + length
         if stop > end or crc32(view[start:stop], crc32(view[off + 8 : start])) != crc:
-            if is_last_segment and (stop >= end or _all_zero(view[stop:])):
+            successor = (expected if expected >= 0 else index) + 1
+            if (
+                is_last_segment
+                and (stop >= end or _all_zero(view[stop:]))
+                and not _valid_record_at_or_after(view, off + 1, successor)
+            ):
                 break
             what = "runs past the end of the file" if stop > end else "fails its checksum"
             where = (
@@ -145,6 +151,26 @@ def decode_records(
         expected = index + 1
         off = stop
     return records, off
+
+
+def _valid_record_at_or_after(view: memoryview, start: int, index: int) -> bool:
+    """Whether an intact record with this index starts anywhere at or after start.
+
+    A torn write leaves nothing intact behind it, so a damaged record followed by
+    its intact successor (say, one whose length field was flipped) is corruption.
+    """
+    data = view.obj if isinstance(view.obj, bytes) else view.tobytes()
+    needle = _INDEX.pack(index)
+    end = len(data)
+    pos = data.find(needle, start + 8)
+    while pos != -1:
+        off = pos - 8
+        length, crc, _ = HEADER.unpack_from(data, off)
+        body = off + _HEADER_SIZE
+        if body + length <= end and zlib.crc32(data[body : body + length], zlib.crc32(needle)) == crc:
+            return True
+        pos = data.find(needle, pos + 1)
+    return False
 
 
 @dataclass(slots=True)
