@@ -178,16 +178,18 @@ class StoreServer:
 
 
 async def serve(config: ServerConfig) -> None:
+    # Handlers first: workers may answer clients before start() returns, and a
+    # SIGTERM in that window must still stop everything cleanly.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     server = StoreServer(config)
     try:
         await server.start()
     except BaseException:
         await server.stop()
         raise
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
     await server.stop()
