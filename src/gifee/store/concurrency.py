@@ -11,6 +11,7 @@ side over KV, Lease and Watch, so both paths meet on the same keys.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from gifee.store import errors
@@ -64,6 +65,20 @@ async def _wait_deletes(store: Store, prefix: bytes, max_create_rev: int) -> rpc
         await _wait_delete(store, resp.kvs[0].key, resp.header.revision)
 
 
+async def _wait_withdrawing(store: Store, prefix: bytes, my_rev: int, key: bytes) -> rpc_pb2.ResponseHeader:
+    """Wait for our turn; a caller who gives up (cancels) withdraws its key, as etcd's Mutex does."""
+    try:
+        return await _wait_deletes(store, prefix, my_rev - 1)
+    except asyncio.CancelledError:
+        cleanup = rpc_pb2.TxnRequest(
+            compare=[Compare(key=key, target=Compare.CREATE, result=Compare.EQUAL, create_revision=my_rev)],
+            success=[rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=key))],
+        )
+        # Shielded: the withdrawal must finish although the waiter was cancelled.
+        await asyncio.shield(asyncio.ensure_future(store.txn(cleanup)))
+        raise
+
+
 async def _claim(store: Store, key: bytes, value: bytes, lease: int, prefix: bytes) -> rpc_pb2.TxnResponse:
     """Create key with the lease unless it exists; also read the key and the current owner."""
     get_key = rpc_pb2.RequestOp(request_range=RangeRequest(key=key))
@@ -93,7 +108,7 @@ class LockService:
         owner = resp.responses[1].response_range.kvs
         header = resp.header
         if not owner or owner[0].create_revision != my_rev:
-            header = await _wait_deletes(self.store, prefix, my_rev - 1)
+            header = await _wait_withdrawing(self.store, prefix, my_rev, key)
         out = v3lock_pb2.LockResponse(key=key)
         out.header.CopyFrom(header)
         return out
@@ -114,7 +129,7 @@ class ElectionService:
             rev = kv.create_revision
             if kv.value != req.value:
                 await self._proclaim(v3election_pb2.LeaderKey(name=req.name, key=key, rev=rev, lease=req.lease), req.value)
-        await _wait_deletes(self.store, prefix, rev - 1)
+        await _wait_withdrawing(self.store, prefix, rev, key)
         out = v3election_pb2.CampaignResponse(
             leader=v3election_pb2.LeaderKey(name=req.name, key=key, rev=rev, lease=req.lease)
         )

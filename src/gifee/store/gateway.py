@@ -445,6 +445,8 @@ class _Gateway:
             failed.append(e)
 
         async def requests() -> AsyncIterator[Message]:
+            if failed:
+                raise failed[0]  # ends the call: a watch outlives a clean end of requests, not an error
             if first is not None:
                 yield first
             while not failed:
@@ -455,7 +457,7 @@ class _Gateway:
                     msg = parse_request(value, method.request, self.limit)
                 except Exception as e:  # the stream ends here, with this error as its last word
                     failed.append(e)
-                    return
+                    raise
                 yield msg
             if hold_open and not failed:
                 await asyncio.Event().wait()  # until the stream is closed from the other side
@@ -528,7 +530,9 @@ async def aclose(iterator: AsyncIterator[Any]) -> None:
             await close()
 
 
-def build_app(store: Store) -> web.Application:
+def build_app(store: Store, *, with_gateway: bool = True) -> web.Application:
+    """/health, /version and /metrics; plus the /v3 gateway unless this is a metrics-only listener."""
+
     async def health(_: web.Request) -> web.Response:
         ok = not store.sm.alarms
         body = {"health": "true" if ok else "false"}
@@ -549,6 +553,8 @@ def build_app(store: Store) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/version", version)
     app.router.add_get("/metrics", metrics)
+    if not with_gateway:
+        return app
     gateway = _Gateway(store)
     for path, name in HTTP_ROUTES.items():
         handler = gateway.handler(name)

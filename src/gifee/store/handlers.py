@@ -71,6 +71,8 @@ async def watch_session(
     failure: list[errors.StoreError] = []
 
     async def receive() -> None:
+        # A client that half-closes keeps its watches: etcd ends the stream only
+        # when the client goes away or sends something undecodable.
         try:
             async for req in requests:
                 kind = req.WhichOneof("request_union")
@@ -80,11 +82,10 @@ async def watch_session(
                     stream.cancel(req.cancel_request.watch_id)
                 elif kind == "progress_request":
                     stream.progress()
-        except errors.StoreError as e:  # an undecodable request ends the stream with its status, as in etcd
+        except errors.StoreError as e:
             failure.append(e)
+            stream.close()
         except Exception:  # a broken client stream ends the watch, never the server
-            pass
-        finally:
             stream.close()
 
     receiver = asyncio.get_running_loop().create_task(receive())

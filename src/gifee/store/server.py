@@ -70,9 +70,11 @@ class StoreServer:
         else:
             await self._start_grpc()
         http_urls = cfg.listen_client_http_urls + cfg.listen_metrics_urls
-        for url in http_urls:
+        for i, url in enumerate(http_urls):
             host, port = host_port(url)
-            runner = web.AppRunner(gateway.build_app(self.store), access_log=None)
+            # etcd serves only /metrics and /health on its metrics URLs.
+            app = gateway.build_app(self.store, with_gateway=i < len(cfg.listen_client_http_urls))
+            runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, host, port).start()
             self._http_runners.append(runner)
