@@ -30,7 +30,7 @@ import contextlib
 import json
 import logging
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -95,6 +95,35 @@ class FrameReader:
         return out
 
 
+class FrameWriter:
+    """Sends frames with low latency when idle and few syscalls when busy.
+
+    The first frame of a loop iteration is written at once; frames that follow
+    in the same iteration are joined into one write at its end.
+    """
+
+    def __init__(self, write: Callable[[bytes], None], loop: asyncio.AbstractEventLoop) -> None:
+        self._write = write
+        self._loop = loop
+        self._out: list[bytes] = []
+        self._burst = False
+
+    def send(self, kind: int, call_id: int, payload: bytes = b"") -> None:
+        frame = HEADER.pack(len(payload), call_id, kind) + payload
+        if self._burst:
+            self._out.append(frame)
+            return
+        self._write(frame)
+        self._burst = True
+        self._loop.call_soon(self._end_burst)
+
+    def _end_burst(self) -> None:
+        self._burst = False
+        if self._out:
+            self._write(b"".join(self._out))
+            self._out.clear()
+
+
 def method_table_payload(table: list[Method]) -> bytes:
     return json.dumps([[m.service, m.name, m.kind] for m in table]).encode()
 
@@ -131,15 +160,15 @@ class CoreConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._streams: dict[int, _RequestQueue] = {}
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
         self._loop = asyncio.get_event_loop()
+        self._writer: FrameWriter | None = None
 
     # -- transport events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self._writer = FrameWriter(transport.write, self._loop)
         transport.write(encode_frame(HELLO, 0, method_table_payload(self._table)))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -157,19 +186,9 @@ class CoreConnection(asyncio.Protocol):
                 log.exception("bad frame from worker (kind %d)", kind)
                 self._send(ERROR, call_id, encode_error(grpc.StatusCode.INTERNAL, INTERNAL_ERROR))
 
-    # -- output, coalesced into one write per loop iteration
-
     def _send(self, kind: int, call_id: int, payload: bytes = b"") -> None:
-        self._out.append(encode_frame(kind, call_id, payload))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._transport is not None and self._out:
-            self._transport.write(b"".join(self._out))
-        self._out.clear()
+        if self._transport is not None and self._writer is not None:
+            self._writer.send(kind, call_id, payload)
 
     # -- calls
 

@@ -27,18 +27,41 @@ from gifee.store.handlers import SERVER_STREAM, UNARY
 from gifee.store.listen import grpc_options_for, host_port
 
 
-class CoreLink:
+class CoreLink(asyncio.Protocol):
     """The worker's connection to the core: numbered calls, replies routed back by number."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._reader = ipc.FrameReader()
         self._next_id = 1
         self._waiting: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self._streams: dict[int, asyncio.Queue[tuple[int, bytes]]] = {}
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
-        self._loop = asyncio.get_running_loop()
+        self._writer: ipc.FrameWriter | None = None
+        self.table: asyncio.Future[list[list[str]]] = self._loop.create_future()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._writer = ipc.FrameWriter(transport.write, self._loop)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        for kind, call_id, payload in self._reader.feed(data):
+            if kind == ipc.HELLO:
+                if not self.table.done():
+                    self.table.set_result(json.loads(payload))
+                continue
+            fut = self._waiting.pop(call_id, None)
+            if fut is not None:
+                if not fut.done():
+                    fut.set_result((kind, payload))
+                continue
+            queue = self._streams.get(call_id)
+            if queue is not None:
+                queue.put_nowait((kind, payload))
 
     def _new_id(self) -> int:
         call_id = self._next_id
@@ -46,16 +69,8 @@ class CoreLink:
         return call_id
 
     def send(self, kind: int, call_id: int, payload: bytes = b"") -> None:
-        self._out.append(ipc.encode_frame(kind, call_id, payload))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._out:
-            self._writer.write(b"".join(self._out))
-            self._out.clear()
+        assert self._writer is not None
+        self._writer.send(kind, call_id, payload)
 
     async def unary(self, index: int, request: bytes) -> tuple[int, bytes]:
         call_id = self._new_id()
@@ -80,23 +95,6 @@ class CoreLink:
     def close_stream(self, call_id: int, cancel: bool) -> None:
         if self._streams.pop(call_id, None) is not None and cancel:
             self.send(ipc.CANCEL, call_id)
-
-    async def run(self) -> None:
-        """Route the core's frames until it goes away."""
-        reader = ipc.FrameReader()
-        while True:
-            data = await self._reader.read(1 << 18)
-            if not data:
-                return
-            for kind, call_id, payload in reader.feed(data):
-                fut = self._waiting.pop(call_id, None)
-                if fut is not None:
-                    if not fut.done():
-                        fut.set_result((kind, payload))
-                    continue
-                queue = self._streams.get(call_id)
-                if queue is not None:
-                    queue.put_nowait((kind, payload))
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], payload: bytes) -> None:
@@ -178,22 +176,12 @@ def _handlers(link: CoreLink, table: list[list[str]]) -> list[grpc.GenericRpcHan
     return [grpc.method_handlers_generic_handler(s, m) for s, m in services.items()]
 
 
-async def _read_hello(reader: asyncio.StreamReader) -> list[list[str]]:
-    header = await reader.readexactly(ipc.HEADER.size)
-    length, _, kind = ipc.HEADER.unpack(header)
-    payload = await reader.readexactly(length)
-    if kind != ipc.HELLO:
-        raise RuntimeError("core did not start with HELLO")
-    table: list[list[str]] = json.loads(payload)
-    return table
-
-
 async def serve(core_address: str, urls: list[str], max_request_bytes: int, cert: str, key: str) -> None:
     # "@name" is a Linux abstract socket; a NUL byte cannot travel in argv.
     address = "\0" + core_address[1:] if core_address.startswith("@") else core_address
-    reader, writer = await asyncio.open_unix_connection(address)
-    table = await _read_hello(reader)
-    link = CoreLink(reader, writer)
+    loop = asyncio.get_running_loop()
+    _, link = await loop.create_unix_connection(CoreLink, address)
+    table = await link.table
     server = grpc.aio.server(options=grpc_options_for(max_request_bytes))
     server.add_generic_rpc_handlers(_handlers(link, table))
     credentials = None
@@ -208,7 +196,7 @@ async def serve(core_address: str, urls: list[str], max_request_bytes: int, cert
             server.add_insecure_port(f"{host}:{port}")
     await server.start()
     link.send(ipc.HELLO, 0)  # tells the core this worker listens
-    await link.run()
+    await link.closed
     # The core is gone: leave at once, without finishing calls on its behalf.
     os._exit(0)
 
