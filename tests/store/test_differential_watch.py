@@ -270,3 +270,19 @@ async def test_watch_two_streams_and_many_events(pair: ServerPair) -> None:
         await finish(r, w2, "stream 2", events=6)
 
     await differential(pair, script)
+
+
+async def test_watch_survives_client_half_close(pair: ServerPair) -> None:
+    """A client that closes its sending side keeps its watches (etcd waits for the stream to end)."""
+
+    async def script(r: Run) -> None:
+        w = WatchStream(r)
+        w.create(key=b"hc/", range_end=prefix_end(b"hc/"))
+        await w.wait_responses(1)
+        w.requests.put_nowait(None)  # half-close: no more requests from this client
+        await put(r, b"hc/1", b"after-half-close")
+        await delete(r, b"hc/1")
+        await finish(r, w, events=2)
+        r.record("stream error", None if w.error is None else w.error.code())
+
+    await differential(pair, script)
