@@ -355,7 +355,7 @@ class ModelBatch:
 class Model:
     snaps: list[dict[bytes, KV]] = field(default_factory=lambda: [{}, {}])  # by revision; [0] unused
     changes: list[MChange] = field(default_factory=list)
-    compact_rev: int = 0
+    compact_rev: int = -1  # etcd: -1 until the first compaction
     leases: dict[int, int] = field(default_factory=dict)  # id -> ttl
     nospace: bool = False
 

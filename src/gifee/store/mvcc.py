@@ -13,7 +13,8 @@ Rules (etcd's, as clients observe them):
   is the put's revision and version is 1; each later put adds one to version.
   A delete writes a tombstone (version 0); the next put starts a new life.
 - Reads name a revision: 0 means the current one; older than the compaction
-  revision is COMPACTED, newer than the current one is FUTURE_REV.
+  revision is COMPACTED, newer than the current one is FUTURE_REV. The
+  compaction revision is -1 until the first compaction (so Compact(0) works).
 - range_end conventions: empty = the single key; b"\\0" = every key >= key;
   otherwise the half-open interval [key, range_end).
 - Compaction at C keeps, for each key, the newest record at or below C unless
@@ -77,10 +78,17 @@ class Record:
 
 @dataclass
 class Change:
-    """What one write did to one key: the new record and the live record it replaced."""
+    """What one write did to one key.
+
+    prev is the live record it replaced (what the write's own prev_kv reports);
+    before is the key's live record at the revision before the write's (what
+    a watch event's prev_kv reports: etcd reads it at mod_revision - 1). They
+    differ only when a txn changes one key twice.
+    """
 
     record: Record
     prev: Record | None
+    before: Record | None = None
 
 
 @dataclass
@@ -124,7 +132,7 @@ _REV_KEY = struct.Struct(">Q")
 @dataclass
 class MVCC:
     revision: int = 1
-    compact_revision: int = 0
+    compact_revision: int = -1  # etcd's value before the first compaction
     _histories: dict[bytes, list[Record]] = field(default_factory=dict)
     _keys: list[bytes] = field(default_factory=list)
     _log: list[Record] = field(default_factory=list)
@@ -145,10 +153,11 @@ class MVCC:
         history = self._histories.get(key)
         if history is None:
             return None
-        if rev <= 0 or rev >= self.revision:
-            last = history[-1]
+        at = self.revision if rev <= 0 or rev > self.revision else rev
+        last = history[-1]
+        if last.mod <= at:
             return None if last.version == 0 else last
-        return _live_at(history, rev)
+        return _live_at(history, at)
 
     def _keys_in(self, start: bytes, end: bytes) -> Iterator[bytes]:
         if not end:
@@ -164,18 +173,19 @@ class MVCC:
     def range(self, start: bytes, end: bytes = b"", rev: int = 0, limit: int = 0) -> RangeResult:
         """Live records in [start, end) at rev, in key order; count is the total before limit."""
         at = self.check_revision(rev)
-        current = at == self.revision
         histories = self._histories
         out: list[Record] = []
         count = 0
         for key in self._keys_in(start, end):
             history = histories[key]
-            if current:
-                r: Record | None = history[-1]
-                if r is not None and r.version == 0:
-                    r = None
-            else:
+            last = history[-1]
+            # Most reads are at the current revision: the last record answers. It may
+            # also belong to a write request still in progress, which a read at a
+            # committed revision must not see.
+            if last.mod > at:
                 r = _live_at(history, at)
+            else:
+                r = None if last.version == 0 else last
             if r is None:
                 continue
             count += 1
@@ -226,9 +236,14 @@ class MVCC:
         if emptied:
             self._histories = {k: h for k, h in self._histories.items() if h}
             self._keys = [k for k in self._keys if k in self._histories]
-        # Watchers may start at the compaction revision itself, so keep it in the log.
-        cut = bisect.bisect_left(self._log, rev, key=lambda r: r.mod)
-        del self._log[:cut]
+        # Watchers may start at the compaction revision itself, so keep its records
+        # in the log, but only those compaction kept (a tombstone at rev is gone).
+        log = self._log
+        cut = bisect.bisect_left(log, rev, key=lambda r: r.mod)
+        stop = bisect.bisect_right(log, rev, cut, key=lambda r: r.mod)
+        histories = self._histories
+        kept = [r for r in log[cut:stop] if (h := histories.get(r.key)) is not None and h[0] is r]
+        log[:stop] = kept
 
     # ---------------------------------------------------------------- replay
 
@@ -240,17 +255,20 @@ class MVCC:
         log = self._log
         lo = bisect.bisect_left(log, rev, key=lambda r: r.mod)
         hi = len(log) if until is None else bisect.bisect_right(log, until, lo, key=lambda r: r.mod)
-        return [Change(r, self._prev_of(r)) for r in log[lo:hi]]
+        out = []
+        for r in log[lo:hi]:
+            before = self._before(r)
+            out.append(Change(r, before, before))
+        return out
 
-    def _prev_of(self, record: Record) -> Record | None:
+    def _before(self, record: Record) -> Record | None:
+        """The key's live record at record.mod - 1; None once that revision is compacted, as in etcd."""
+        if record.mod - 1 < self.compact_revision:
+            return None
         history = self._histories.get(record.key)
         if not history:
             return None
-        i = bisect.bisect_left(history, (record.mod, record.sub), key=lambda r: (r.mod, r.sub))
-        if i == 0:
-            return None
-        prev = history[i - 1]
-        return None if prev.version == 0 else prev
+        return _live_at(history, record.mod - 1)
 
     # ------------------------------------------------------------- integrity
 
@@ -262,7 +280,7 @@ class MVCC:
         KeyValue. Stored revisions at or below the compaction revision count only
         if they are some key's live record *at rev* (3.4 computes its "keep" set
         at the hash revision, not at the compaction revision), unless no key is
-        live at rev. The compact revision is -1 before the first compaction.
+        live at rev.
         """
         if rev > 0 and rev <= self.compact_revision:
             raise errors.COMPACTED
@@ -293,7 +311,7 @@ class MVCC:
                 h.update(revkey)  # type: ignore[no-untyped-call]
                 h.update(r.to_pb().SerializeToString())  # type: ignore[no-untyped-call]
         digest: bytes = h.digest()  # type: ignore[no-untyped-call]
-        return int.from_bytes(digest, "big"), self.revision, compact if compact else -1
+        return int.from_bytes(digest, "big"), self.revision, compact
 
     # ------------------------------------------------------------ snapshots
 
@@ -358,14 +376,19 @@ class WriteBatch:
                 out.append(last)
         return RangeResult(out, count, self.rev)
 
+    def _committed(self, key: bytes) -> Record | None:
+        history = self.mvcc._histories.get(key)
+        return None if history is None else _live_at(history, self.rev - 1)
+
     def put(self, key: bytes, value: bytes, lease: int) -> Change:
         prev = self.get(key)
         if prev is None:
             record = Record(key, value, self.rev, self.rev, len(self.changes), 1, lease)
         else:
             record = Record(key, value, prev.create, self.rev, len(self.changes), prev.version + 1, lease)
+        before = prev if prev is not None and prev.mod < self.rev else self._committed(key)
         self.mvcc._append(record)
-        change = Change(record, prev)
+        change = Change(record, prev, before)
         self.changes.append(change)
         return change
 
@@ -375,8 +398,9 @@ class WriteBatch:
         out = []
         for prev in victims:
             tomb = Record(prev.key, b"", 0, self.rev, len(self.changes), 0, 0)
+            before = prev if prev.mod < self.rev else self._committed(prev.key)
             m._append(tomb)
-            change = Change(tomb, prev)
+            change = Change(tomb, prev, before)
             self.changes.append(change)
             out.append(change)
         return out

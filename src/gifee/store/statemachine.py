@@ -84,7 +84,7 @@ def check_delete(r: rpc_pb2.DeleteRangeRequest) -> None:
         raise errors.EMPTY_KEY
 
 
-def _check_op(op: rpc_pb2.RequestOp) -> None:
+def _check_op(op: rpc_pb2.RequestOp, budget: int) -> None:
     kind = op.WhichOneof("request")
     if kind == "request_range":
         check_range(op.request_range)
@@ -93,19 +93,23 @@ def _check_op(op: rpc_pb2.RequestOp) -> None:
     elif kind == "request_delete_range":
         check_delete(op.request_delete_range)
     elif kind == "request_txn":
-        _check_txn_ops(op.request_txn)
+        _check_txn_ops(op.request_txn, budget)
+    else:
+        raise errors.KEY_NOT_FOUND  # an empty RequestOp: etcd's answer, word for word
 
 
-def _check_txn_ops(r: rpc_pb2.TxnRequest) -> None:
-    if max(len(r.compare), len(r.success), len(r.failure)) > MAX_TXN_OPS:
+def _check_txn_ops(r: rpc_pb2.TxnRequest, budget: int = MAX_TXN_OPS) -> None:
+    ops = max(len(r.compare), len(r.success), len(r.failure))
+    if ops > budget:
         raise errors.TOO_MANY_OPS
     for c in r.compare:
         if not c.key:
             raise errors.EMPTY_KEY
+    # A nested txn gets what its parent leaves of the budget.
     for op in r.success:
-        _check_op(op)
+        _check_op(op, budget - ops)
     for op in r.failure:
-        _check_op(op)
+        _check_op(op, budget - ops)
 
 
 class _Intervals:
@@ -406,30 +410,44 @@ class StateMachine:
             if op.WhichOneof("request") == "request_txn":
                 self._txn_path(batch, op.request_txn, path)
 
-    def _check_txn_applicable(self, batch: WriteBatch, t: rpc_pb2.TxnRequest, path: list[bool], at: int) -> int:
+    def _ops_on_path(
+        self, t: rpc_pb2.TxnRequest, path: list[bool], at: int, out: list[rpc_pb2.RequestOp]
+    ) -> int:
+        """The ops the txn will run, nested ones included, in order."""
         ops = t.success if path[at] else t.failure
         at += 1
         for op in ops:
-            kind = op.WhichOneof("request")
-            if kind == "request_put":
-                self._check_put_applicable(batch, op.request_put)
-            elif kind == "request_range":
+            out.append(op)
+            if op.WhichOneof("request") == "request_txn":
+                at = self._ops_on_path(op.request_txn, path, at, out)
+        return at
+
+    def _check_txn_applicable(self, batch: WriteBatch, t: rpc_pb2.TxnRequest, path: list[bool]) -> None:
+        """etcd's checkRequests: every put on the path first, then every range."""
+        ops: list[rpc_pb2.RequestOp] = []
+        self._ops_on_path(t, path, 0, ops)
+        for op in ops:
+            if op.WhichOneof("request") == "request_put":
+                p = op.request_put
+                if (p.ignore_value or p.ignore_lease) and batch.get(p.key) is None:
+                    raise errors.KEY_NOT_FOUND
+                if p.lease and p.lease not in self.leases:
+                    raise errors.LEASE_NOT_FOUND
+        for op in ops:
+            if op.WhichOneof("request") == "request_range":
                 rev = op.request_range.revision
                 if rev > 0:
                     if rev > batch.read_revision:
                         raise errors.FUTURE_REV
                     if rev < self.mvcc.compact_revision:
                         raise errors.COMPACTED
-            elif kind == "request_txn":
-                at = self._check_txn_applicable(batch, op.request_txn, path, at)
-        return at
 
     def _txn(self, batch: WriteBatch, t: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         if self.nospace and txn_has_put(t):
             raise errors.NO_SPACE
         path: list[bool] = []
         self._txn_path(batch, t, path)
-        self._check_txn_applicable(batch, t, path, 0)
+        self._check_txn_applicable(batch, t, path)
         resp, _ = self._run_txn(batch, t, path, 0)
         resp.header.revision = batch.read_revision
         return resp
@@ -464,10 +482,10 @@ class StateMachine:
     def _lease_grant(self, g: rpc_pb2.LeaseGrantRequest) -> rpc_pb2.LeaseGrantResponse:
         if self.nospace:
             raise errors.NO_SPACE
-        if g.ID in self.leases:
-            raise errors.LEASE_EXIST
         if g.TTL > MAX_LEASE_TTL:
             raise errors.LEASE_TTL_TOO_LARGE
+        if g.ID in self.leases:
+            raise errors.LEASE_EXIST
         ttl = max(g.TTL, MIN_LEASE_TTL)
         self.leases[g.ID] = Lease(g.ID, ttl)
         return rpc_pb2.LeaseGrantResponse(ID=g.ID, TTL=ttl, header=rpc_pb2.ResponseHeader(revision=self.mvcc.revision))

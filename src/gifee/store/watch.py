@@ -7,7 +7,8 @@ Rules (etcd's):
 - A watcher whose start revision is older than the compaction revision cannot
   be served: it gets the compaction revision and is cancelled.
 - Filters drop PUT (NOPUT) or DELETE (NODELETE) events; prev_kv attaches the
-  key's previous live value to each event.
+  key's live value at the revision before the event's (etcd reads it at
+  mod_revision - 1, so two changes of a key in one txn share one prev_kv).
 - Watch IDs belong to a stream: 0 asks for the next free ID (counting from
   0), any other ID is used as given and must not be in use.
 
@@ -63,8 +64,8 @@ class Watcher:
                 if self.no_put:
                     continue
                 ev = kv_pb2.Event(type=_PUT, kv=r.to_pb())
-            if self.prev_kv and c.prev is not None:
-                ev.prev_kv.CopyFrom(c.prev.to_pb())
+            if self.prev_kv and c.before is not None:
+                ev.prev_kv.CopyFrom(c.before.to_pb())
             out.append(ev)
         return out
 
