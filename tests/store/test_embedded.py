@@ -1,0 +1,190 @@
+"""The store used in-process (the asyncio `Store` API) and through `StoreClient`.
+
+These run without gRPC for the embedded part: the same operations, watch
+streams, lease expiry, the space quota with its NOSPACE alarm, compaction and
+defragmentation reclaiming disk, and a restart that keeps everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gifee.store import errors
+from gifee.store.client import StoreClient
+from gifee.store.errors import StoreError
+from gifee.store.mvcc import prefix_end
+from gifee.store.node import Store, StoreConfig
+from gifee.store.proto import kv_pb2, rpc_pb2
+from tests.store.reference import ServerProcess
+
+P = rpc_pb2
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = Store(StoreConfig(data_dir=str(tmp_path / "s"), lease_check_interval=0.05))
+    await s.start()
+    yield s
+    await s.close()
+
+
+async def next_response(stream: object, timeout: float = 3.0) -> rpc_pb2.WatchResponse:
+    queue = stream.queue  # type: ignore[attr-defined]
+    resp = await asyncio.wait_for(queue.get(), timeout)
+    assert resp is not None
+    return resp  # type: ignore[no-any-return]
+
+
+async def test_kv_and_watch_in_process(store: Store) -> None:
+    stream = store.watch_stream()
+    stream.create(P.WatchCreateRequest(key=b"app/", range_end=prefix_end(b"app/"), prev_kv=True))
+    created = await next_response(stream)
+    assert created.created and created.watch_id == 0
+
+    r1 = await store.put(P.PutRequest(key=b"app/a", value=b"1"))
+    r2 = await store.put(P.PutRequest(key=b"app/a", value=b"2", prev_kv=True))
+    assert (r1.header.revision, r2.header.revision) == (2, 3)
+    assert r2.prev_kv.value == b"1"
+    got = await store.range(P.RangeRequest(key=b"app/", range_end=prefix_end(b"app/")))
+    assert [(kv.key, kv.value, kv.version) for kv in got.kvs] == [(b"app/a", b"2", 2)]
+
+    events = [(await next_response(stream)).events[0] for _ in range(2)]
+    assert [(e.type, e.kv.value) for e in events] == [(kv_pb2.Event.PUT, b"1"), (kv_pb2.Event.PUT, b"2")]
+    assert events[1].prev_kv.value == b"1"
+    stream.close()
+
+
+async def test_lease_expiry_deletes_keys_and_emits_deletes(store: Store) -> None:
+    grant = await store.lease_grant(P.LeaseGrantRequest(TTL=1))
+    assert grant.TTL == 2  # raised to etcd's minimum
+    await store.put(P.PutRequest(key=b"eph/1", value=b"x", lease=grant.ID))
+    await store.put(P.PutRequest(key=b"eph/2", value=b"y", lease=grant.ID))
+    stream = store.watch_stream()
+    stream.create(P.WatchCreateRequest(key=b"eph/", range_end=prefix_end(b"eph/")))
+    await next_response(stream)
+    resp = await next_response(stream, timeout=6.0)
+    assert [(e.type, e.kv.key) for e in resp.events] == [
+        (kv_pb2.Event.DELETE, b"eph/1"),
+        (kv_pb2.Event.DELETE, b"eph/2"),
+    ]
+    assert len({e.kv.mod_revision for e in resp.events}) == 1  # one revision for the whole revoke
+    ttl = await store.lease_time_to_live(P.LeaseTimeToLiveRequest(ID=grant.ID))
+    assert ttl.TTL == -1
+    assert (await store.range(P.RangeRequest(key=b"eph/", range_end=prefix_end(b"eph/")))).count == 0
+    stream.close()
+
+
+async def test_keepalive_holds_a_lease(store: Store) -> None:
+    grant = await store.lease_grant(P.LeaseGrantRequest(TTL=2))
+    await store.put(P.PutRequest(key=b"held", value=b"x", lease=grant.ID))
+    for _ in range(6):
+        assert store.lease_keepalive(grant.ID).TTL == 2
+        await asyncio.sleep(0.5)
+    assert (await store.range(P.RangeRequest(key=b"held"))).count == 1
+    assert store.lease_keepalive(12345).TTL == 0
+
+
+async def test_quota_raises_nospace_until_disarmed(tmp_path: Path) -> None:
+    s = Store(StoreConfig(data_dir=str(tmp_path / "q"), quota_bytes=64 * 1024))
+    await s.start()
+    try:
+        value = b"v" * 4096
+        with pytest.raises(StoreError) as info:
+            for i in range(100):
+                await s.put(P.PutRequest(key=b"k%d" % i, value=value))
+        assert info.value == errors.NO_SPACE
+        await asyncio.sleep(0.1)  # the alarm is proposed through the log
+        alarms = await s.alarm(P.AlarmRequest(action=P.AlarmRequest.GET))
+        assert [(a.memberID, a.alarm) for a in alarms.alarms] == [(s.member_id, P.NOSPACE)]
+        # Deletes still work; puts and grants do not.
+        await s.delete_range(P.DeleteRangeRequest(key=b"k", range_end=prefix_end(b"k")))
+        with pytest.raises(StoreError):
+            await s.put(P.PutRequest(key=b"small", value=b"x"))
+        with pytest.raises(StoreError):
+            await s.lease_grant(P.LeaseGrantRequest(TTL=10))
+        # etcd's recovery: compact, defragment, disarm.
+        await s.compact(P.CompactionRequest(revision=s.sm.mvcc.revision))
+        await s.defragment()
+        await s.alarm(P.AlarmRequest(action=P.AlarmRequest.DEACTIVATE, memberID=s.member_id, alarm=P.NOSPACE))
+        await s.put(P.PutRequest(key=b"small", value=b"x"))
+    finally:
+        await s.close()
+
+
+async def test_compaction_and_defragment_reclaim_disk(store: Store) -> None:
+    for i in range(300):
+        await store.put(P.PutRequest(key=b"churn", value=b"%d" % i * 200))
+    before = store.db_size()
+    await store.compact(P.CompactionRequest(revision=store.sm.mvcc.revision))
+    await store.defragment()
+    after = store.db_size()
+    assert after < before / 10, (before, after)
+    assert (await store.range(P.RangeRequest(key=b"churn"))).kvs[0].version == 300
+
+
+async def test_restart_keeps_state(tmp_path: Path) -> None:
+    config = StoreConfig(data_dir=str(tmp_path / "r"))
+    s = Store(config)
+    await s.start()
+    await s.put(P.PutRequest(key=b"a", value=b"1"))
+    await s.put(P.PutRequest(key=b"a", value=b"2"))
+    grant = await s.lease_grant(P.LeaseGrantRequest(TTL=60))
+    await s.put(P.PutRequest(key=b"l", value=b"x", lease=grant.ID))
+    await s.compact(P.CompactionRequest(revision=3))
+    revision, hash_before = s.sm.mvcc.revision, (await s.hash_kv(P.HashKVRequest())).hash
+    await s.close()
+
+    s = Store(config)
+    await s.start()
+    try:
+        assert s.sm.mvcc.revision == revision
+        assert (await s.hash_kv(P.HashKVRequest())).hash == hash_before
+        assert (await s.range(P.RangeRequest(key=b"a"))).kvs[0].value == b"2"
+        ttl = await s.lease_time_to_live(P.LeaseTimeToLiveRequest(ID=grant.ID, keys=True))
+        assert list(ttl.keys) == [b"l"] and ttl.grantedTTL == 60
+        with pytest.raises(StoreError) as info:
+            await s.range(P.RangeRequest(key=b"a", revision=2))
+        assert info.value == errors.COMPACTED
+    finally:
+        await s.close()
+
+
+async def test_second_process_on_a_data_dir_is_refused(store: Store) -> None:
+    other = Store(StoreConfig(data_dir=store.config.data_dir))
+    with pytest.raises(RuntimeError, match="in use"):
+        await other.start()
+
+
+@pytest.mark.reference
+async def test_python_client_against_a_server(gifee_server: ServerProcess) -> None:
+    async with StoreClient(gifee_server.endpoint) as client:
+        rev = await client.set(b"c/1", b"one")
+        assert [(kv.key, kv.value) for kv in await client.get(b"c/", prefix=True)] == [(b"c/1", b"one")]
+        seen: list[tuple[int, bytes]] = []
+
+        async def watch() -> None:
+            async for resp in client.watch(b"c/", prefix=True, start_revision=rev):
+                seen.extend((e.type, e.kv.key) for e in resp.events)
+                if len(seen) >= 4:
+                    return
+
+        watcher = asyncio.create_task(watch())
+        await client.set(b"c/2", b"two")
+        assert await client.delete(b"c/", prefix=True) == 2
+        await asyncio.wait_for(watcher, 5)
+        assert seen == [
+            (kv_pb2.Event.PUT, b"c/1"),
+            (kv_pb2.Event.PUT, b"c/2"),
+            (kv_pb2.Event.DELETE, b"c/1"),
+            (kv_pb2.Event.DELETE, b"c/2"),
+        ]
+        with pytest.raises(StoreError) as info:
+            await client.put(P.PutRequest(key=b""))
+        assert info.value == errors.EMPTY_KEY
+        grant = await client.lease_grant(P.LeaseGrantRequest(TTL=30))
+        assert (await client.keep_alive_once(grant.ID)).TTL == 30
+        assert (await client.member_list()).members[0].ID == (await client.status()).header.member_id
