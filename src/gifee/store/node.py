@@ -29,6 +29,9 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+from google.protobuf.message import Message
 
 from gifee.store import errors, snapshot
 from gifee.store.errors import StoreError
@@ -48,6 +51,8 @@ from gifee.store.wal import WriteAheadLog
 from gifee.store.watch import Watcher, WatchHub
 
 log = logging.getLogger("gifee.store")
+
+R = TypeVar("R", bound=Message)
 
 ETCD_VERSION = "3.4.0"  # the etcd API level gifee speaks; clients gate features on it
 MAX_REQUEST_BYTES = int(1.5 * 1024 * 1024)
@@ -412,6 +417,13 @@ class Store:
             asyncio.get_running_loop().create_task(self._propose_quietly(internal_pb2.Entry(alarm=alarm)))
             raise errors.NO_SPACE
 
+    async def _write(self, entry: internal_pb2.Entry, kind: type[R]) -> R:
+        """Propose a write and return its response with the full header."""
+        resp = (await self._propose(entry)).response
+        assert isinstance(resp, kind)
+        resp.header.MergeFrom(self.sm.header(resp.header.revision))
+        return resp
+
     async def _propose_quietly(self, entry: internal_pb2.Entry) -> None:
         try:
             await self._propose(entry)
@@ -429,19 +441,11 @@ class Store:
     async def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
         check_put(req)
         self._check_quota(len(req.key) + len(req.value) + 64)
-        applied = await self._propose(internal_pb2.Entry(put=req))
-        resp = applied.response
-        assert isinstance(resp, rpc_pb2.PutResponse)
-        resp.header.MergeFrom(self.sm.header(resp.header.revision))
-        return resp
+        return await self._write(internal_pb2.Entry(put=req), rpc_pb2.PutResponse)
 
     async def delete_range(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
         check_delete(req)
-        applied = await self._propose(internal_pb2.Entry(delete_range=req))
-        resp = applied.response
-        assert isinstance(resp, rpc_pb2.DeleteRangeResponse)
-        resp.header.MergeFrom(self.sm.header(resp.header.revision))
-        return resp
+        return await self._write(internal_pb2.Entry(delete_range=req), rpc_pb2.DeleteRangeResponse)
 
     async def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         check_txn(req)
@@ -450,14 +454,13 @@ class Store:
             applied = self.sm.apply(self.sm.applied_index, internal_pb2.Entry(txn=req))
             if applied.error is not None:
                 raise applied.error
-        else:
-            if txn_has_put(req):
-                self._check_quota(req.ByteSize())
-            applied = await self._propose(internal_pb2.Entry(txn=req))
-        resp = applied.response
-        assert isinstance(resp, rpc_pb2.TxnResponse)
-        resp.header.MergeFrom(self.sm.header(resp.header.revision))
-        return resp
+            resp = applied.response
+            assert isinstance(resp, rpc_pb2.TxnResponse)
+            resp.header.MergeFrom(self.sm.header(resp.header.revision))
+            return resp
+        if txn_has_put(req):
+            self._check_quota(req.ByteSize())
+        return await self._write(internal_pb2.Entry(txn=req), rpc_pb2.TxnResponse)
 
     async def compact(self, req: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
         # Fail early without a log entry, as etcd's checks would.
@@ -465,11 +468,8 @@ class Store:
             raise errors.FUTURE_REV
         if req.revision <= self.sm.mvcc.compact_revision:
             raise errors.COMPACTED
-        applied = await self._propose(internal_pb2.Entry(compaction=rpc_pb2.CompactionRequest(revision=req.revision)))
-        resp = applied.response
-        assert isinstance(resp, rpc_pb2.CompactionResponse)
-        resp.header.MergeFrom(self.sm.header(resp.header.revision))
-        return resp
+        entry = internal_pb2.Entry(compaction=rpc_pb2.CompactionRequest(revision=req.revision))
+        return await self._write(entry, rpc_pb2.CompactionResponse)
 
     # ------------------------------------------------------------ leases
 
@@ -483,20 +483,12 @@ class Store:
                 grant.ID = secrets.randbits(63) or 1
                 if grant.ID not in self.sm.leases:
                     break
-        applied = await self._propose(internal_pb2.Entry(lease_grant=grant))
-        resp = applied.response
-        assert isinstance(resp, rpc_pb2.LeaseGrantResponse)
-        resp.header.MergeFrom(self.sm.header(resp.header.revision))
-        return resp
+        return await self._write(internal_pb2.Entry(lease_grant=grant), rpc_pb2.LeaseGrantResponse)
 
     async def lease_revoke(self, req: rpc_pb2.LeaseRevokeRequest) -> rpc_pb2.LeaseRevokeResponse:
         if req.ID not in self.sm.leases:
             raise errors.LEASE_NOT_FOUND
-        applied = await self._propose(internal_pb2.Entry(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=req.ID)))
-        resp = applied.response
-        assert isinstance(resp, rpc_pb2.LeaseRevokeResponse)
-        resp.header.MergeFrom(self.sm.header(resp.header.revision))
-        return resp
+        return await self._write(internal_pb2.Entry(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=req.ID)), rpc_pb2.LeaseRevokeResponse)
 
     def lease_keepalive(self, lease_id: int) -> rpc_pb2.LeaseKeepAliveResponse:
         lease = self.sm.leases.get(lease_id)
@@ -570,11 +562,7 @@ class Store:
             for member_id, alarm in sorted(self.sm.alarms):
                 resp.alarms.add(memberID=member_id, alarm=alarm)
             return resp
-        applied = await self._propose(internal_pb2.Entry(alarm=req))
-        out = applied.response
-        assert isinstance(out, rpc_pb2.AlarmResponse)
-        out.header.MergeFrom(self.sm.header(out.header.revision))
-        return out
+        return await self._write(internal_pb2.Entry(alarm=req), rpc_pb2.AlarmResponse)
 
     async def defragment(self) -> rpc_pb2.DefragmentResponse:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
