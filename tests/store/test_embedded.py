@@ -188,3 +188,41 @@ async def test_python_client_against_a_server(gifee_server: ServerProcess) -> No
         grant = await client.lease_grant(P.LeaseGrantRequest(TTL=30))
         assert (await client.keep_alive_once(grant.ID)).TTL == 30
         assert (await client.member_list()).members[0].ID == (await client.status()).header.member_id
+
+
+async def test_periodic_auto_compaction(tmp_path: Path) -> None:
+    # --auto-compaction-retention is in hours; 2 s here, so the compactor wakes every second.
+    s = Store(StoreConfig(data_dir=str(tmp_path / "ac"), auto_compaction_retention=2 / 3600))
+    await s.start()
+    try:
+        for i in range(5):
+            await s.put(P.PutRequest(key=b"k", value=b"%d" % i))
+        assert s.sm.mvcc.compact_revision == -1
+        async with asyncio.timeout(8):
+            while s.sm.mvcc.compact_revision < 6:
+                await s.put(P.PutRequest(key=b"k", value=b"more"))
+                await asyncio.sleep(0.2)
+        with pytest.raises(StoreError) as info:
+            await s.range(P.RangeRequest(key=b"k", revision=2))
+        assert info.value == errors.COMPACTED
+    finally:
+        await s.close()
+
+
+async def test_progress_notify(tmp_path: Path) -> None:
+    s = Store(StoreConfig(data_dir=str(tmp_path / "pn"), progress_notify_interval=0.2))
+    await s.start()
+    try:
+        stream = s.watch_stream()
+        stream.create(P.WatchCreateRequest(key=b"quiet", progress_notify=True))
+        assert (await next_response(stream)).created
+        await s.put(P.PutRequest(key=b"other", value=b"x"))
+        progress = await next_response(stream)
+        assert not progress.events and progress.watch_id == 0 and progress.header.revision == 2
+        stream.progress()  # an explicit progress request answers with watch_id -1
+        while (resp := await next_response(stream)).watch_id != -1:
+            pass
+        assert resp.header.revision == 2
+        stream.close()
+    finally:
+        await s.close()
