@@ -226,3 +226,28 @@ async def test_progress_notify(tmp_path: Path) -> None:
         stream.close()
     finally:
         await s.close()
+
+
+async def test_watch_fragments_large_responses(tmp_path: Path) -> None:
+    s = Store(StoreConfig(data_dir=str(tmp_path / "fr"), max_request_bytes=64 * 1024))
+    await s.start()
+    try:
+        for i in range(10):
+            await s.put(P.PutRequest(key=b"f/%d" % i, value=b"x" * 20_000))
+        # A watch from the past gets its backlog in one response: over the limit, so fragmented.
+        stream = s.watch_stream()
+        stream.create(P.WatchCreateRequest(key=b"f/", range_end=prefix_end(b"f/"), start_revision=2, fragment=True))
+        whole = s.watch_stream()
+        whole.create(P.WatchCreateRequest(key=b"f/", range_end=prefix_end(b"f/"), start_revision=2))
+        await next_response(stream)
+        await next_response(whole)
+        parts = [await next_response(stream)]
+        while parts[-1].fragment:
+            parts.append(await next_response(stream))
+        assert len(parts) > 1 and all(p.ByteSize() < 64 * 1024 for p in parts)
+        assert [e.kv.key for p in parts for e in p.events] == [b"f/%d" % i for i in range(10)]
+        assert len((await next_response(whole)).events) == 10  # without fragment: one response
+        stream.close()
+        whole.close()
+    finally:
+        await s.close()

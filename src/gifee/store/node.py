@@ -48,7 +48,7 @@ from gifee.store.statemachine import (
     txn_has_put,
 )
 from gifee.store.wal import WriteAheadLog
-from gifee.store.watch import Watcher, WatchHub
+from gifee.store.watch import Watcher, WatchHub, fragments
 
 log = logging.getLogger("gifee.store")
 
@@ -146,7 +146,11 @@ class WatchStream:
         if events:
             resp = rpc_pb2.WatchResponse(header=self._store.sm.header(revision), watch_id=watcher.id)
             resp.events.extend(events)
-            self.queue.put_nowait(resp)
+            if watcher.fragment:
+                for part in fragments(resp, self._store.config.max_request_bytes):
+                    self.queue.put_nowait(part)
+            else:
+                self.queue.put_nowait(resp)
 
     def cancel(self, watch_id: int) -> None:
         watcher = self._watchers.pop(watch_id, None)

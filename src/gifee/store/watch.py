@@ -34,7 +34,7 @@ _DELETE = kv_pb2.Event.DELETE
 
 
 class Watcher:
-    __slots__ = ("id", "key", "end", "prev_kv", "no_put", "no_delete", "next_rev", "progress_notify", "sink")
+    __slots__ = ("id", "key", "end", "prev_kv", "no_put", "no_delete", "next_rev", "progress_notify", "fragment", "sink")
 
     def __init__(self, watch_id: int, req: rpc_pb2.WatchCreateRequest, next_rev: int, sink: object) -> None:
         self.id = watch_id
@@ -46,6 +46,7 @@ class Watcher:
         self.no_delete = rpc_pb2.WatchCreateRequest.NODELETE in filters
         self.next_rev = next_rev
         self.progress_notify = req.progress_notify
+        self.fragment = req.fragment
         self.sink = sink  # the shell's stream object that owns this watcher
 
     def matches(self, key: bytes) -> bool:
@@ -68,6 +69,29 @@ class Watcher:
                 ev.prev_kv.CopyFrom(c.before.to_pb())
             out.append(ev)
         return out
+
+
+def fragments(resp: rpc_pb2.WatchResponse, limit: int) -> list[rpc_pb2.WatchResponse]:
+    """etcd's watch fragmentation: split a response of several events that reaches
+    limit bytes into responses under it, all but the last marked fragment."""
+    if resp.ByteSize() < limit or len(resp.events) < 2:
+        return [resp]
+    out: list[rpc_pb2.WatchResponse] = []
+    events = list(resp.events)
+    i = 0
+    while i < len(events):
+        part = rpc_pb2.WatchResponse(header=resp.header, watch_id=resp.watch_id, fragment=True)
+        part.events.append(events[i])
+        i += 1
+        while i < len(events):
+            part.events.append(events[i])
+            if part.ByteSize() >= limit:
+                del part.events[-1]
+                break
+            i += 1
+        out.append(part)
+    out[-1].fragment = False
+    return out
 
 
 class WatchHub:
