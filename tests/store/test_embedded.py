@@ -251,3 +251,107 @@ async def test_watch_fragments_large_responses(tmp_path: Path) -> None:
         whole.close()
     finally:
         await s.close()
+
+
+async def test_wal_failure_stops_writes_without_a_definite_answer(tmp_path: Path) -> None:
+    s = Store(StoreConfig(data_dir=str(tmp_path / "f")))
+    fatal: list[BaseException] = []
+    s.on_fatal = fatal.append
+    await s.start()
+    try:
+        await s.put(P.PutRequest(key=b"a", value=b"1"))
+        assert s._wal is not None
+
+        def broken_sync() -> None:
+            raise OSError(5, "Input/output error")
+
+        s._wal.sync = broken_sync  # type: ignore[method-assign]
+        with pytest.raises(StoreError) as info:
+            await s.put(P.PutRequest(key=b"a", value=b"2"))
+        # The write may be on disk: the client must not be told it failed for sure.
+        assert info.value == errors.TIMEOUT
+        assert len(fatal) == 1 and s.failed is not None
+        with pytest.raises(StoreError):
+            await s.put(P.PutRequest(key=b"b", value=b"x"))
+        with pytest.raises(StoreError):
+            await s.defragment()
+    finally:
+        await s.close()
+
+
+async def test_unknown_alarm_type_keeps_status_working(store: Store) -> None:
+    await store.alarm(P.AlarmRequest(action=P.AlarmRequest.ACTIVATE, memberID=7, alarm=9))  # type: ignore[arg-type]
+    status = await store.status()
+    assert list(status.errors) == ["memberID:7 alarm:9 "]
+
+
+async def test_corrupt_alarm_stops_writes(store: Store) -> None:
+    await store.put(P.PutRequest(key=b"k", value=b"v"))
+    await store.alarm(P.AlarmRequest(action=P.AlarmRequest.ACTIVATE, memberID=store.member_id, alarm=P.CORRUPT))
+    with pytest.raises(StoreError) as info:
+        await store.put(P.PutRequest(key=b"k", value=b"w"))
+    assert info.value == errors.CORRUPT
+    assert (await store.range(P.RangeRequest(key=b"k"))).kvs[0].value == b"v"  # reads go on
+
+
+async def test_backlog_never_splits_a_revision(store: Store) -> None:
+    grant = await store.lease_grant(P.LeaseGrantRequest(TTL=60))
+    for i in range(1200):
+        await store.put(P.PutRequest(key=b"many/%04d" % i, value=b"x", lease=grant.ID))
+    revoked = await store.lease_revoke(P.LeaseRevokeRequest(ID=grant.ID))
+    stream = store.watch_stream()
+    stream.create(P.WatchCreateRequest(key=b"many/", range_end=prefix_end(b"many/"), start_revision=revoked.header.revision))
+    assert (await next_response(stream)).created
+    resp = await next_response(stream)
+    assert len(resp.events) == 1200 and {e.kv.mod_revision for e in resp.events} == {revoked.header.revision}
+    stream.close()
+
+
+async def test_watch_on_an_empty_range_is_refused(store: Store) -> None:
+    stream = store.watch_stream()
+    stream.create(P.WatchCreateRequest(key=b"b", range_end=b"a"))
+    resp = await next_response(stream)
+    assert (resp.watch_id, resp.created, resp.canceled, resp.cancel_reason) == (
+        -1, True, True, "mvcc: watcher range is empty",
+    )
+    stream.create(P.WatchCreateRequest(key=b"b", range_end=b"\0"))  # from-key: fine
+    assert (await next_response(stream)).watch_id == 0
+    stream.close()
+
+
+async def test_keepalive_never_revives_an_expired_lease(tmp_path: Path) -> None:
+    s = Store(StoreConfig(data_dir=str(tmp_path / "k"), lease_check_interval=30))
+    await s.start()
+    try:
+        grant = await s.lease_grant(P.LeaseGrantRequest(TTL=2))
+        await asyncio.sleep(2.1)  # expired; the expiry loop has not looked yet
+        assert s.lease_keepalive(grant.ID).TTL == 0
+        async with asyncio.timeout(3):
+            while grant.ID in s.sm.leases:
+                await asyncio.sleep(0.05)
+    finally:
+        await s.close()
+
+
+@pytest.mark.reference
+async def test_lock_waiter_that_gives_up_withdraws(gifee_server: ServerProcess) -> None:
+    """Through the gRPC workers: a Lock call that times out must not leave its key behind."""
+    import grpc
+
+    from gifee.store.proto import v3lock_pb2, v3lock_pb2_grpc
+
+    async with grpc.aio.insecure_channel(gifee_server.endpoint) as channel:
+        lock = v3lock_pb2_grpc.LockStub(channel)  # type: ignore[no-untyped-call]
+        async with StoreClient(gifee_server.endpoint) as client:
+            a = await client.lease_grant(P.LeaseGrantRequest(TTL=60))
+            b = await client.lease_grant(P.LeaseGrantRequest(TTL=60))
+            held = await lock.Lock(v3lock_pb2.LockRequest(name=b"L", lease=a.ID), timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await lock.Lock(v3lock_pb2.LockRequest(name=b"L", lease=b.ID), timeout=1)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            async with asyncio.timeout(5):
+                while len(await client.get(b"L/", prefix=True)) != 1:
+                    await asyncio.sleep(0.05)
+            await lock.Unlock(v3lock_pb2.UnlockRequest(key=held.key), timeout=5)
+            await asyncio.sleep(0.3)
+            assert await client.get(b"L/", prefix=True) == []

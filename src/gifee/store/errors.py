@@ -59,3 +59,4 @@ ELECTION_NOT_LEADER = StoreError(_C.UNKNOWN, "election: not leader")
 
 # Texts that travel inside a response rather than as a gRPC status.
 WATCH_DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
+WATCH_RANGE_EMPTY = "mvcc: watcher range is empty"

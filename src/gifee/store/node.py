@@ -26,7 +26,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -103,6 +103,15 @@ class WatchStream:
     def create(self, req: rpc_pb2.WatchCreateRequest) -> None:
         store = self._store
         sm = store.sm
+        # Refused before an ID is taken, as etcd does.
+        if req.range_end and req.range_end != b"\0" and req.key >= req.range_end:
+            self.queue.put_nowait(
+                rpc_pb2.WatchResponse(
+                    header=sm.header(), watch_id=-1, created=True, canceled=True,
+                    cancel_reason=errors.WATCH_RANGE_EMPTY,
+                )
+            )
+            return
         watch_id = req.watch_id
         if watch_id == 0:
             while self._next_id in self._watchers:
@@ -136,8 +145,18 @@ class WatchStream:
             )
             return
         self._watchers[watch_id] = watcher
-        for i in range(0, len(backlog), WATCH_BATCH_REVISIONS):
-            self.deliver(watcher, backlog[i : i + WATCH_BATCH_REVISIONS], sm.mvcc.revision)
+        # At most WATCH_BATCH_REVISIONS revisions per response, never splitting one revision.
+        batch: list[Change] = []
+        revisions = 0
+        for change in backlog:
+            if not batch or change.record.mod != batch[-1].record.mod:
+                if revisions == WATCH_BATCH_REVISIONS:
+                    self.deliver(watcher, batch, sm.mvcc.revision)
+                    batch, revisions = [], 0
+                revisions += 1
+            batch.append(change)
+        if batch:
+            self.deliver(watcher, batch, sm.mvcc.revision)
         if req.progress_notify and self._progress_task is None:
             self._progress_task = asyncio.get_running_loop().create_task(self._progress_loop())
 
@@ -205,6 +224,10 @@ class Store:
         self._snapshot_size = 0
         self._closed = False
         self._lock_fd: int | None = None
+        self._inflight: list[_Proposal] = []
+        self.failed: BaseException | None = None
+        # Called once if the disk fails; the server shell ends the process.
+        self.on_fatal: Callable[[BaseException], None] | None = None
         self._member_dir = Path(config.data_dir) / "member"
         self._snap_path = self._member_dir / "snap" / "db.snap"
         self.started_at = time.time()
@@ -312,6 +335,8 @@ class Store:
     async def _propose(self, entry: internal_pb2.Entry) -> Applied:
         if self._closed:
             raise errors.STOPPED
+        if self.failed is not None:
+            raise errors.TIMEOUT
         data = entry.SerializeToString()
         if len(data) > self.config.max_request_bytes:
             raise errors.REQUEST_TOO_LARGE
@@ -338,31 +363,56 @@ class Store:
         the loop loses by waiting, and gRPC's own threads keep receiving meanwhile.
         """
         self._flush_scheduled = False
+        if self.failed is not None:
+            self._fail_waiters()
+            return
         wal = self._wal
         assert wal is not None
-        if self._pending:
-            batch, self._pending = self._pending, []
-            first = wal.last_index + 1
-            try:
+        try:
+            if self._pending:
+                batch, self._pending = self._pending, []
+                self._inflight = batch
+                first = wal.last_index + 1
                 wal.append([(first + i, p.data) for i, p in enumerate(batch)])
                 started = time.monotonic()
                 wal.sync()
-            except OSError as e:
-                # Nothing of this batch is acknowledged; the WAL refuses further writes.
-                log.error("WAL write failed, refusing writes: %s", e)
-                for p in batch:
+                self.metrics["wal_fsyncs"] += 1
+                self.metrics["wal_fsync_seconds"] += time.monotonic() - started
+                for i, p in enumerate(batch):
+                    applied = self._apply(first + i, p.entry)
                     if not p.future.done():
-                        p.future.set_exception(errors.StoreError(errors.CORRUPT.code, f"etcdserver: wal: {e}"))
-                return
-            self.metrics["wal_fsyncs"] += 1
-            self.metrics["wal_fsync_seconds"] += time.monotonic() - started
-            for i, p in enumerate(batch):
-                applied = self._apply(first + i, p.entry)
-                if not p.future.done():
-                    p.future.set_result(applied)
-            self._entries_since_snapshot += len(batch)
-        if self._entries_since_snapshot >= self.config.snapshot_count or self._maintenance:
-            self._write_snapshot(reset_wal=bool(self._maintenance))
+                        p.future.set_result(applied)
+                self._inflight = []
+                self._entries_since_snapshot += len(batch)
+            if self._entries_since_snapshot >= self.config.snapshot_count or self._maintenance:
+                self._write_snapshot(reset_wal=bool(self._maintenance))
+        except Exception as e:
+            self._fatal(e)
+
+    def _fatal(self, exc: BaseException) -> None:
+        """Stop serving writes after the disk failed us, as etcd stops on a WAL error.
+
+        The failed batch may or may not be on disk, so its proposers get an
+        indeterminate answer (a timeout), never a definite failure; the state in
+        memory no longer matches the disk, so no later write is accepted. The
+        server shell ends the process (`on_fatal`); a restart replays the disk.
+        """
+        log.critical("storage failed, refusing further writes: %s", exc, exc_info=exc)
+        self.failed = exc
+        self._fail_waiters()
+        if self.on_fatal is not None:
+            self.on_fatal(exc)
+
+    def _fail_waiters(self) -> None:
+        waiting = self._inflight + self._pending
+        self._inflight, self._pending = [], []
+        for p in waiting:
+            if not p.future.done():
+                p.future.set_exception(errors.TIMEOUT)
+        maintenance, self._maintenance = self._maintenance, []
+        for _, fut in maintenance:
+            if not fut.done():
+                fut.set_exception(errors.TIMEOUT)
 
     def _apply(self, index: int, entry: internal_pb2.Entry) -> Applied:
         applied = self.sm.apply(index, entry)
@@ -498,7 +548,13 @@ class Store:
         lease = self.sm.leases.get(lease_id)
         if lease is None or lease_id in self._revoking:
             return rpc_pb2.LeaseKeepAliveResponse(header=self.sm.header(), ID=lease_id, TTL=0)
-        self._lease_expiry[lease_id] = time.monotonic() + lease.ttl
+        now = time.monotonic()
+        if self._lease_expiry.get(lease_id, now + 1) <= now:
+            # Expired but not yet revoked: etcd never renews it; revoke it now.
+            self._revoking.add(lease_id)
+            asyncio.get_running_loop().create_task(self._expire(lease_id))
+            return rpc_pb2.LeaseKeepAliveResponse(header=self.sm.header(), ID=lease_id, TTL=0)
+        self._lease_expiry[lease_id] = now + lease.ttl
         return rpc_pb2.LeaseKeepAliveResponse(header=self.sm.header(), ID=lease_id, TTL=lease.ttl)
 
     async def lease_time_to_live(self, req: rpc_pb2.LeaseTimeToLiveRequest) -> rpc_pb2.LeaseTimeToLiveResponse:
@@ -556,8 +612,10 @@ class Store:
             raftTerm=self.sm.raft_term,
             raftAppliedIndex=self.sm.applied_index,
         )
-        for _, alarm in sorted(self.sm.alarms):
-            resp.errors.append(f"memberID:{self.member_id} alarm:{rpc_pb2.AlarmType.Name(alarm)} ")
+        for member_id, alarm in sorted(self.sm.alarms):
+            # etcd prints an alarm type it does not know by number.
+            name = rpc_pb2.AlarmType.Name(alarm) if alarm in rpc_pb2.AlarmType.values() else str(alarm)
+            resp.errors.append(f"memberID:{member_id} alarm:{name} ")
         return resp
 
     async def alarm(self, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:

@@ -187,6 +187,13 @@ async def serve(config: ServerConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = StoreServer(config)
+    fatal: list[BaseException] = []
+
+    def on_fatal(exc: BaseException) -> None:
+        fatal.append(exc)
+        stop.set()
+
+    server.store.on_fatal = on_fatal
     try:
         await server.start()
     except BaseException:
@@ -195,3 +202,5 @@ async def serve(config: ServerConfig) -> None:
     await stop.wait()
     log.info("shutting down")
     await server.stop()
+    if fatal:
+        raise RuntimeError(f"storage failed: {fatal[0]}")

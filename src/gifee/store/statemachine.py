@@ -232,6 +232,9 @@ def _compare_holds(c: rpc_pb2.Compare, r: Record | None) -> bool:
     return False
 
 
+_REFUSED_WHEN_CORRUPT = frozenset({"put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke"})
+
+
 class StateMachine:
     """MVCC plus leases plus alarms, advanced only by `apply`."""
 
@@ -257,6 +260,10 @@ class StateMachine:
     @property
     def nospace(self) -> bool:
         return any(a == NOSPACE for _, a in self.alarms)
+
+    @property
+    def corrupt(self) -> bool:
+        return any(a == rpc_pb2.CORRUPT for _, a in self.alarms)
 
     # ------------------------------------------------------------------ reads
 
@@ -320,6 +327,9 @@ class StateMachine:
         self.applied_index = index
         kind = entry.WhichOneof("request")
         batch = self.mvcc.write()
+        if self.corrupt and kind in _REFUSED_WHEN_CORRUPT and not (kind == "txn" and is_txn_readonly(entry.txn)):
+            # etcd's corrupt applier: once a CORRUPT alarm is raised, writes stop.
+            return Applied(None, errors.CORRUPT, [], self.mvcc.revision)
         try:
             response: Response
             if kind == "put":

@@ -81,6 +81,11 @@ class CoreLink(asyncio.Protocol):
             return await fut
         finally:
             self._waiting.pop(call_id, None)
+            # Cancelling the waiting handler cancels fut too: "no reply arrived" is what counts.
+            if fut.cancelled() or not fut.done():
+                # The client went away (cancel, deadline): stop the call in the core too,
+                # so that a waiting Lock or Campaign withdraws its key as etcd's would.
+                self.send(ipc.CANCEL, call_id)
 
     def open_stream(self, index: int, request: bytes | None) -> tuple[int, asyncio.Queue[tuple[int, bytes]]]:
         call_id = self._new_id()
