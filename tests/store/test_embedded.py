@@ -355,3 +355,75 @@ async def test_lock_waiter_that_gives_up_withdraws(gifee_server: ServerProcess) 
             await lock.Unlock(v3lock_pb2.UnlockRequest(key=held.key), timeout=5)
             await asyncio.sleep(0.3)
             assert await client.get(b"L/", prefix=True) == []
+
+
+async def test_slow_watch_client_is_paused_and_caught_up(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gifee.store.node import WatchStream
+
+    monkeypatch.setattr(WatchStream, "max_queued", 50)
+    monkeypatch.setattr(WatchStream, "resume_below", 5)
+    stream = store.watch_stream()
+    stream.create(P.WatchCreateRequest(key=b"s/", range_end=prefix_end(b"s/")))
+    stream.create(P.WatchCreateRequest(key=b"s/0007"))
+    await store.put(P.PutRequest(key=b"s/first", value=b"x"))
+    for i in range(400):  # nobody reads meanwhile
+        await store.put(P.PutRequest(key=b"s/%04d" % (i % 20), value=b"%d" % i))
+    assert stream.queue.qsize() <= 50 + 2  # bounded: the watchers were paused
+    seen: dict[int, list[int]] = {0: [], 1: []}
+    async with asyncio.timeout(10):
+        async for resp in stream.responses():
+            for ev in resp.events:
+                seen[resp.watch_id].append(ev.kv.mod_revision)
+            if len(seen[0]) == 401 and len(seen[1]) == 20:
+                break
+    # Every change exactly once, in order, across the pause.
+    assert seen[0] == list(range(2, 403))
+    assert seen[1] == [rev for rev in range(3, 403) if (rev - 3) % 20 == 7]
+    stream.close()
+
+
+def _rss_of_children_mib(pid: int) -> float:
+    total = 0
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        for line in Path(f"/proc/{child}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+@pytest.mark.reference
+async def test_watch_client_that_does_not_read_does_not_fill_the_workers(gifee_server: ServerProcess) -> None:
+    import grpc
+
+    from gifee.store.proto import rpc_pb2_grpc
+
+    requests: asyncio.Queue[rpc_pb2.WatchRequest | None] = asyncio.Queue()
+
+    async def outgoing() -> AsyncIterator[rpc_pb2.WatchRequest]:
+        while (item := await requests.get()) is not None:
+            yield item
+
+    async with grpc.aio.insecure_channel(gifee_server.endpoint) as channel, StoreClient(gifee_server.endpoint) as client:
+        watch = rpc_pb2_grpc.WatchStub(channel).Watch(outgoing())  # type: ignore[no-untyped-call]
+        requests.put_nowait(P.WatchRequest(create_request=P.WatchCreateRequest(key=b"big")))
+        assert (await watch.read()).created
+        before = _rss_of_children_mib(gifee_server.pid)
+        value = b"v" * 500_000
+        for i in range(150):  # 75 MB of events that nobody reads
+            rev = await client.set(b"big", value)
+            if i % 10 == 9:
+                await client.compact(P.CompactionRequest(revision=rev))
+        await asyncio.sleep(0.5)
+        grown = _rss_of_children_mib(gifee_server.pid) - before
+        assert grown < 40, f"gRPC workers grew by {grown:.0f} MiB for a watch nobody reads"
+        # Reading again: the watch resumes; what compaction removed meanwhile ends it as etcd would.
+        got = 0
+        async with asyncio.timeout(20):
+            while True:
+                resp = await watch.read()
+                got += len(resp.events)
+                if resp.canceled or got == 150:
+                    break
+        assert got == 150 or resp.compact_revision > 0
+        requests.put_nowait(None)
+        watch.cancel()

@@ -15,7 +15,9 @@ The wire between them is a stream of frames over a Unix socket:
 Worker -> core: CALL (u16 method index + request; unary and server-stream
 calls), OPEN (u16 method index; a bidirectional stream), SEND (a request on an
 open stream), HALF_CLOSE (the client finished sending), CANCEL (the client went
-away). Core -> worker: HELLO (the method table, first frame on a connection),
+away), CREDIT (u32: that many stream messages were handed to the client, so
+the core may send that many more; at most STREAM_WINDOW are ever unacknowledged).
+Core -> worker: HELLO (the method table, first frame on a connection),
 REPLY (a response, or one message of a stream), ERROR (u8 gRPC code + UTF-8
 text; ends the call), END (a stream finished).
 
@@ -49,11 +51,18 @@ OPEN = 2
 SEND = 3
 HALF_CLOSE = 4
 CANCEL = 5
+CREDIT = 6
 REPLY = 10
 ERROR = 11
 END = 12
 
 INTERNAL_ERROR = "etcdserver: internal error"
+
+# Stream messages the core sends ahead of the worker's CREDIT frames: a slow
+# client holds back its own stream (and, for watches, gets paused and caught up
+# later from the store) instead of filling the worker's memory.
+STREAM_WINDOW = 16
+CREDIT_COUNT = struct.Struct("<I")
 
 
 def encode_frame(kind: int, call_id: int, payload: bytes = b"") -> bytes:
@@ -160,6 +169,8 @@ class CoreConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._streams: dict[int, _RequestQueue] = {}
+        self._unacked: dict[int, int] = {}
+        self._credit: dict[int, asyncio.Event] = {}
         self._loop = asyncio.get_event_loop()
         self._writer: FrameWriter | None = None
 
@@ -177,6 +188,8 @@ class CoreConnection(asyncio.Protocol):
             task.cancel()
         self._tasks.clear()
         self._streams.clear()
+        self._unacked.clear()
+        self._credit.clear()
 
     def data_received(self, data: bytes) -> None:
         for kind, call_id, payload in self._reader.feed(data):
@@ -226,6 +239,13 @@ class CoreConnection(asyncio.Protocol):
             stream = self._streams.get(call_id)
             if stream is not None:
                 stream.put(None)
+        elif kind == CREDIT:
+            if call_id in self._unacked:
+                (count,) = CREDIT_COUNT.unpack_from(payload)
+                self._unacked[call_id] = max(0, self._unacked[call_id] - count)
+                event = self._credit.get(call_id)
+                if event is not None:
+                    event.set()
         elif kind == CANCEL:
             task = self._tasks.pop(call_id, None)
             self._streams.pop(call_id, None)
@@ -241,6 +261,8 @@ class CoreConnection(asyncio.Protocol):
         if self._tasks.get(call_id) is task:
             del self._tasks[call_id]
             self._streams.pop(call_id, None)
+        self._unacked.pop(call_id, None)
+        self._credit.pop(call_id, None)
 
     async def _unary(self, call_id: int, method: Method, request: Any) -> None:
         try:
@@ -254,8 +276,15 @@ class CoreConnection(asyncio.Protocol):
             self._send(REPLY, call_id, response.SerializeToString())
 
     async def _stream(self, call_id: int, method: Method, responses: AsyncIterator[Any]) -> None:
+        unacked = self._unacked
+        unacked[call_id] = 0
         try:
             async for response in responses:
+                while unacked.get(call_id, 0) >= STREAM_WINDOW:
+                    event = self._credit.setdefault(call_id, asyncio.Event())
+                    event.clear()
+                    await event.wait()
+                unacked[call_id] = unacked.get(call_id, 0) + 1
                 self._send(REPLY, call_id, response.SerializeToString())
         except StoreError as e:
             self._send(ERROR, call_id, encode_error(e.code, e.message))

@@ -91,10 +91,25 @@ class _Proposal:
 
 
 class WatchStream:
-    """One client's watch stream: its watchers and its queue of responses."""
+    """One client's watch stream: its watchers and its queue of responses.
+
+    A client that reads slower than the store changes does not make the queue
+    grow without bound: past `max_queued` responses its watchers are paused
+    (taken out of the hub, remembering the first revision they have not been
+    sent) and, once the client has read the queue down to `resume_below`,
+    caught up from the store's change log, as etcd does with its "victim"
+    watchers. If compaction removed what they missed meanwhile, they end with
+    the compaction revision, as a watch from a compacted revision does.
+    """
+
+    max_queued = 1024
+    max_queued_bytes = 16 * 1024 * 1024
+    resume_below = 64
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._paused: dict[int, Watcher] = {}
+        self._queued_bytes = 0
         self._watchers: dict[int, Watcher] = {}
         self._next_id = 0
         self.queue: asyncio.Queue[rpc_pb2.WatchResponse | None] = asyncio.Queue()
@@ -105,7 +120,7 @@ class WatchStream:
         sm = store.sm
         # Refused before an ID is taken, as etcd does.
         if req.range_end and req.range_end != b"\0" and req.key >= req.range_end:
-            self.queue.put_nowait(
+            self._enqueue(
                 rpc_pb2.WatchResponse(
                     header=sm.header(), watch_id=-1, created=True, canceled=True,
                     cancel_reason=errors.WATCH_RANGE_EMPTY,
@@ -119,7 +134,7 @@ class WatchStream:
             watch_id = self._next_id
             self._next_id += 1
         elif watch_id in self._watchers:
-            self.queue.put_nowait(
+            self._enqueue(
                 rpc_pb2.WatchResponse(
                     header=sm.header(),
                     watch_id=-1,
@@ -131,11 +146,11 @@ class WatchStream:
             return
         start = req.start_revision if req.start_revision > 0 else sm.mvcc.revision + 1
         watcher = Watcher(watch_id, req, start, self)
-        self.queue.put_nowait(rpc_pb2.WatchResponse(header=sm.header(), watch_id=watch_id, created=True))
+        self._enqueue(rpc_pb2.WatchResponse(header=sm.header(), watch_id=watch_id, created=True))
         try:
             backlog = store.watch_hub.add(watcher, sm.mvcc)
         except StoreError:
-            self.queue.put_nowait(
+            self._enqueue(
                 rpc_pb2.WatchResponse(
                     header=sm.header(),
                     watch_id=watch_id,
@@ -145,53 +160,91 @@ class WatchStream:
             )
             return
         self._watchers[watch_id] = watcher
-        # At most WATCH_BATCH_REVISIONS revisions per response, never splitting one revision.
+        self._send_backlog(watcher, backlog)
+        if req.progress_notify and self._progress_task is None:
+            self._progress_task = asyncio.get_running_loop().create_task(self._progress_loop())
+
+    def _enqueue(self, resp: rpc_pb2.WatchResponse) -> None:
+        self._queued_bytes += resp.ByteSize()
+        self.queue.put_nowait(resp)
+
+    def _send_backlog(self, watcher: Watcher, backlog: list[Change]) -> None:
+        """At most WATCH_BATCH_REVISIONS revisions per response, never splitting one revision."""
+        revision = self._store.sm.mvcc.revision
         batch: list[Change] = []
         revisions = 0
         for change in backlog:
             if not batch or change.record.mod != batch[-1].record.mod:
                 if revisions == WATCH_BATCH_REVISIONS:
-                    self.deliver(watcher, batch, sm.mvcc.revision)
+                    self.deliver(watcher, batch, revision)
+                    if watcher.id in self._paused:
+                        return
                     batch, revisions = [], 0
                 revisions += 1
             batch.append(change)
         if batch:
-            self.deliver(watcher, batch, sm.mvcc.revision)
-        if req.progress_notify and self._progress_task is None:
-            self._progress_task = asyncio.get_running_loop().create_task(self._progress_loop())
+            self.deliver(watcher, batch, revision)
 
     def deliver(self, watcher: Watcher, changes: list[Change], revision: int) -> None:
+        if watcher.id in self._paused:
+            return
+        if self.queue.qsize() >= self.max_queued or self._queued_bytes >= self.max_queued_bytes:
+            self._store.watch_hub.remove(watcher)
+            watcher.next_rev = changes[0].record.mod  # the first revision it has not been sent
+            self._paused[watcher.id] = watcher
+            return
         events = watcher.events(changes)
         if events:
             resp = rpc_pb2.WatchResponse(header=self._store.sm.header(revision), watch_id=watcher.id)
             resp.events.extend(events)
             if watcher.fragment:
                 for part in fragments(resp, self._store.config.max_request_bytes):
-                    self.queue.put_nowait(part)
+                    self._enqueue(part)
             else:
-                self.queue.put_nowait(resp)
+                self._enqueue(resp)
+
+    def _resume(self) -> None:
+        paused, self._paused = self._paused, {}
+        sm = self._store.sm
+        for watch_id, watcher in sorted(paused.items()):
+            if self._watchers.get(watch_id) is not watcher:
+                continue  # cancelled while paused
+            try:
+                backlog = self._store.watch_hub.add(watcher, sm.mvcc)
+            except StoreError:
+                del self._watchers[watch_id]
+                self._enqueue(
+                    rpc_pb2.WatchResponse(
+                        header=sm.header(), watch_id=watch_id, canceled=True,
+                        compact_revision=sm.mvcc.compact_revision,
+                    )
+                )
+                continue
+            self._send_backlog(watcher, backlog)
 
     def cancel(self, watch_id: int) -> None:
+        self._paused.pop(watch_id, None)
         watcher = self._watchers.pop(watch_id, None)
         if watcher is None:
             return
         self._store.watch_hub.remove(watcher)
-        self.queue.put_nowait(rpc_pb2.WatchResponse(header=self._store.sm.header(), watch_id=watch_id, canceled=True))
+        self._enqueue(rpc_pb2.WatchResponse(header=self._store.sm.header(), watch_id=watch_id, canceled=True))
 
     def progress(self) -> None:
-        self.queue.put_nowait(rpc_pb2.WatchResponse(header=self._store.sm.header(), watch_id=-1))
+        self._enqueue(rpc_pb2.WatchResponse(header=self._store.sm.header(), watch_id=-1))
 
     async def _progress_loop(self) -> None:
         while True:
             await asyncio.sleep(self._store.config.progress_notify_interval)
             for w in list(self._watchers.values()):
                 if w.progress_notify:
-                    self.queue.put_nowait(rpc_pb2.WatchResponse(header=self._store.sm.header(), watch_id=w.id))
+                    self._enqueue(rpc_pb2.WatchResponse(header=self._store.sm.header(), watch_id=w.id))
 
     def close(self) -> None:
         for watcher in self._watchers.values():
             self._store.watch_hub.remove(watcher)
         self._watchers.clear()
+        self._paused.clear()
         if self._progress_task is not None:
             self._progress_task.cancel()
         self._store._streams.discard(self)
@@ -202,7 +255,14 @@ class WatchStream:
             resp = await self.queue.get()
             if resp is None:
                 return
+            self._queued_bytes -= resp.ByteSize()
             yield resp
+            if (
+                self._paused
+                and self.queue.qsize() < self.resume_below
+                and self._queued_bytes < self.max_queued_bytes // 4
+            ):
+                self._resume()
 
 
 class Store:

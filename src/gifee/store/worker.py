@@ -123,11 +123,17 @@ def _handlers(link: CoreLink, table: list[list[str]]) -> list[grpc.GenericRpcHan
         call_id: int, queue: asyncio.Queue[tuple[int, bytes]], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
         finished = False
+        handed = 0
         try:
             while True:
                 kind, payload = await queue.get()
                 if kind == ipc.REPLY:
                     yield payload
+                    # gRPC has taken the message: let the core send more.
+                    handed += 1
+                    if handed >= ipc.STREAM_WINDOW // 4 or queue.empty():
+                        link.send(ipc.CREDIT, call_id, ipc.CREDIT_COUNT.pack(handed))
+                        handed = 0
                 elif kind == ipc.END:
                     finished = True
                     return
