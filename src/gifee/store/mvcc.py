@@ -255,11 +255,18 @@ class MVCC:
         log = self._log
         lo = bisect.bisect_left(log, rev, key=lambda r: r.mod)
         hi = len(log) if until is None else bisect.bisect_right(log, until, lo, key=lambda r: r.mod)
-        out = []
-        for r in log[lo:hi]:
-            before = self._before(r)
-            out.append(Change(r, before, before))
-        return out
+        return [Change(r, self._prev_of(r), self._before(r)) for r in log[lo:hi]]
+
+    def _prev_of(self, record: Record) -> Record | None:
+        """The live record this one replaced (the record before it in the key's history)."""
+        history = self._histories.get(record.key)
+        if not history:
+            return None
+        i = bisect.bisect_left(history, (record.mod, record.sub), key=lambda r: (r.mod, r.sub))
+        if i == 0:
+            return None
+        prev = history[i - 1]
+        return None if prev.version == 0 else prev
 
     def _before(self, record: Record) -> Record | None:
         """The key's live record at record.mod - 1; None once that revision is compacted, as in etcd."""
