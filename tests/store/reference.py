@@ -294,6 +294,34 @@ class ServerProcess:
             self.proc.wait(STOP_TIMEOUT)
             _LIVE.discard(self)
 
+    def group_pids(self) -> list[int]:
+        """Live (non-zombie) processes of the server's process group: gifee's core and its gRPC workers."""
+        if self.proc is None:
+            return []
+        pids = []
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                stat = Path(entry.path, "stat").read_text()
+                state, _ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+                if int(pgrp) == self.proc.pid and state != "Z":
+                    pids.append(int(entry.name))
+        return pids
+
+    def kill_group(self) -> None:
+        """SIGKILL the server and every process left in its group (its workers)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:  # the leader lives, so the group id is certainly ours
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.kill(signal.SIGKILL)
+        self.stop()
+        if self.group_pids():  # orphans keep the group (and its id) alive: still ours
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
     def restart(self) -> None:
         """Stop (if running) and start again on the same ports with the same data dir."""
         self.stop()

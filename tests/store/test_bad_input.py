@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import shutil
 import signal
@@ -55,33 +54,6 @@ class _Server(ServerProcess):
 
     def argv(self) -> list[str]:
         return [*super().argv(), "--listen-metrics-urls", f"http://{LOOPBACK}:{self.metrics_port}"]
-
-    def live_group(self) -> list[int]:
-        """Pids of the live processes in the server's process group (the core and its gRPC workers)."""
-        if self.proc is None:
-            return []
-        pids = []
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError, ValueError):
-                    stat = Path(entry.path, "stat").read_text()
-                    state, _, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
-                    if int(pgrp) == self.proc.pid and state != "Z":
-                        pids.append(int(entry.name))
-        return pids
-
-    def kill_group(self) -> None:
-        """SIGKILL the core and every process left in its group (its workers)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:  # the leader lives, so the group id is certainly ours
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        self.kill(signal.SIGKILL)
-        self.stop()
-        if self.live_group():  # orphans keep the group (and its id) alive: still ours
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
 
     def metric(self, name: str) -> float | None:
         try:
@@ -582,7 +554,7 @@ async def test_final_consistency(server: _Server, ledger: dict[bytes, bytes]) ->
     # What was acknowledged is durable, not just in memory.
     server.kill(signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while (pids := server.live_group()) and time.monotonic() < deadline:
+    while (pids := server.group_pids()) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not pids, f"processes {pids} outlived the killed core"
     server.launch()

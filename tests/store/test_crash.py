@@ -74,10 +74,6 @@ class _Server(ServerProcess):
     def wal_segments(self) -> list[Path]:
         return sorted(self.wal_dir.glob("*.wal"))
 
-    def group_pids(self) -> list[int]:
-        """Live processes of this server's process group: the core and its gRPC worker processes."""
-        return _live_group_members(self.proc.pid) if self.proc is not None else []
-
     def kill_core(self) -> None:
         """kill -9 the core process (the one with the WAL); its workers must go away on their own."""
         self.kill(signal.SIGKILL)
@@ -91,19 +87,6 @@ class _Server(ServerProcess):
                 self.kill_group()
                 pytest.fail(f"processes {pids} of the server were still running {timeout:.0f}s {what}")
             time.sleep(0.02)
-
-    def kill_group(self) -> None:
-        """SIGKILL the core and every process left in its group (its workers)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:  # the leader lives, so the group id is certainly ours
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        self.kill(signal.SIGKILL)
-        self.stop()
-        if self.group_pids():  # orphans keep the group (and its id) alive: still ours
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
 
     def crash_restart(self) -> None:
         """kill -9, then start again on the same ports and data dir."""
@@ -141,22 +124,6 @@ class _Server(ServerProcess):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)  # any worker it may have started
         return proc.returncode, err.decode(errors="replace"), time.monotonic() - started
-
-
-def _live_group_members(pgid: int) -> list[int]:
-    """Pids of non-zombie processes in process group `pgid` (from /proc)."""
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        state, _ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
-        if int(pgrp) == pgid and state != "Z":
-            pids.append(int(entry.name))
-    return pids
 
 
 @pytest.fixture

@@ -53,7 +53,6 @@ MEMBER_NOT_FOUND = StoreError(_C.NOT_FOUND, "etcdserver: member not found")
 MEMBER_EXIST = StoreError(_C.FAILED_PRECONDITION, "etcdserver: member ID already exist")
 PEER_URL_EXIST = StoreError(_C.FAILED_PRECONDITION, "etcdserver: Peer URLs already exists")
 NOT_CAPABLE = StoreError(_C.UNAVAILABLE, "etcdserver/api/v3rpc: not capable")
-KEY_NOT_FOUND_LOCK = StoreError(_C.UNKNOWN, "etcdserver: key not found")
 ELECTION_NO_LEADER = StoreError(_C.UNKNOWN, "election: no leader")
 ELECTION_NOT_LEADER = StoreError(_C.UNKNOWN, "election: not leader")
 

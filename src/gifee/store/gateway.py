@@ -141,8 +141,6 @@ HTTP_ROUTES: dict[str, str] = {
     "/election/resign": "v3electionpb.Election/Resign",
 }
 
-# Bidirectional streams that stay open when the request body ends (the client half-closes).
-HOLD_OPEN_AFTER_BODY = frozenset({"etcdserverpb.Watch/Watch"})
 
 # grpc-gateway v1's runtime.HTTPStatusFromCode.
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
@@ -408,7 +406,7 @@ class _Gateway:
         if method.kind == SERVER_STREAM:
             return functools.partial(self.server_stream, method)
         assert method.kind == BIDI
-        return functools.partial(self.bidi_stream, method, name in HOLD_OPEN_AFTER_BODY)
+        return functools.partial(self.bidi_stream, method)
 
     async def _single(self, request: web.Request, method: Method) -> Message:
         text = await _Body(request, self.limit * BODY_LIMIT_FACTOR).read_all()
@@ -431,7 +429,7 @@ class _Gateway:
             return _error_response(e)
         return await self._stream(request, lambda: method.call(msg), None)
 
-    async def bidi_stream(self, method: Method, hold_open: bool, request: web.Request) -> web.StreamResponse:
+    async def bidi_stream(self, method: Method, request: web.Request) -> web.StreamResponse:
         body = _Body(request, self.limit * BODY_LIMIT_FACTOR)
         failed: list[Exception] = []  # the error that ends the stream, once there is one
         # The first request decides between a JSON error answer and a stream, as in grpc-gateway.
@@ -459,8 +457,7 @@ class _Gateway:
                     failed.append(e)
                     raise
                 yield msg
-            if hold_open and not failed:
-                await asyncio.Event().wait()  # until the stream is closed from the other side
+            # The end of the body is the client's half-close; a watch outlives it by itself.
 
         return await self._stream(request, lambda: method.call(requests()), failed)
 

@@ -279,7 +279,7 @@ class Store:
         self._tasks: list[asyncio.Task[None]] = []
         self._lease_expiry: dict[int, float] = {}
         self._revoking: set[int] = set()
-        self._maintenance: list[tuple[str, asyncio.Future[None]]] = []
+        self._defrag_waiters: list[asyncio.Future[None]] = []  # served by the next snapshot
         self._entries_since_snapshot = 0
         self._snapshot_size = 0
         self._closed = False
@@ -444,8 +444,8 @@ class Store:
                         p.future.set_result(applied)
                 self._inflight = []
                 self._entries_since_snapshot += len(batch)
-            if self._entries_since_snapshot >= self.config.snapshot_count or self._maintenance:
-                self._write_snapshot(reset_wal=bool(self._maintenance))
+            if self._entries_since_snapshot >= self.config.snapshot_count or self._defrag_waiters:
+                self._write_snapshot(reset_wal=bool(self._defrag_waiters))
         except Exception as e:
             self._fatal(e)
 
@@ -469,8 +469,8 @@ class Store:
         for p in waiting:
             if not p.future.done():
                 p.future.set_exception(errors.TIMEOUT)
-        maintenance, self._maintenance = self._maintenance, []
-        for _, fut in maintenance:
+        maintenance, self._defrag_waiters = self._defrag_waiters, []
+        for fut in maintenance:
             if not fut.done():
                 fut.set_exception(errors.TIMEOUT)
 
@@ -505,8 +505,8 @@ class Store:
             self._wal.reset_to(applied_index + 1)
         else:
             self._wal.release_before(applied_index + 1)
-        waiting, self._maintenance = self._maintenance, []
-        for _, fut in waiting:
+        waiting, self._defrag_waiters = self._defrag_waiters, []
+        for fut in waiting:
             if not fut.done():
                 fut.set_result(None)
 
@@ -688,7 +688,7 @@ class Store:
 
     async def defragment(self) -> rpc_pb2.DefragmentResponse:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._maintenance.append(("defragment", fut))
+        self._defrag_waiters.append(fut)
         self._schedule_flush()
         await fut
         return rpc_pb2.DefragmentResponse(header=self.sm.header())
@@ -750,13 +750,3 @@ class Store:
                 log.info("auto-compacted to revision %d", target)
             except StoreError as e:
                 log.warning("auto-compaction to %d failed: %s", target, e.message)
-
-
-async def open_store(config: StoreConfig) -> Store:
-    store = Store(config)
-    await store.start()
-    return store
-
-
-def default_data_dir(name: str) -> str:
-    return os.path.join(os.getcwd(), f"{name}.etcd")
