@@ -72,6 +72,9 @@ class SimConfig:
     snapshot_every: int = 25
     torn_write: float = 0.02  # chance to crash in the middle of persisting a Ready
     liveness_steps: int = 400
+    check_quorum: bool = True
+    pre_vote: bool = True
+    max_bytes_per_message: int = 1024 * 1024
 
 
 @dataclass
@@ -127,7 +130,9 @@ class Simulation:
         self.order = 0
         self.cut: set[tuple[int, int]] = set()  # (from, to) pairs whose messages are dropped
         self.leaders: dict[int, int] = {}  # term -> leader
-        self.entries_seen: dict[tuple[int, int], tuple[bytes, int, int]] = {}  # (index, term) -> (data, type, prev term)
+        self.entries_seen: dict[
+            tuple[int, int], tuple[bytes, int, int]
+        ] = {}  # (index, term) -> (data, type, prev term)
         self.applied_at: dict[int, bytes] = {}  # index -> data applied there (by anyone)
         self.committed: dict[int, int] = {}  # index -> term of every entry known committed
         self.acked = 0  # highest index of a write whose proposer saw it applied
@@ -150,7 +155,15 @@ class Simulation:
 
     def _start(self, node: Node) -> None:
         rng = random.Random(self.rng.getrandbits(64))
-        node.raft = Raft(RaftConfig(id=node.id, election_ticks=10, max_inflight=8), node.disk.restored(), rng)
+        config = RaftConfig(
+            id=node.id,
+            election_ticks=10,
+            max_inflight=8,
+            check_quorum=self.cfg.check_quorum,
+            pre_vote=self.cfg.pre_vote,
+            max_bytes_per_message=self.cfg.max_bytes_per_message,
+        )
+        node.raft = Raft(config, node.disk.restored(), rng)
         node.app = AppState()
         if node.disk.snapshot is not None:
             node.app = pickle.loads(node.disk.snapshot.data)
@@ -303,7 +316,9 @@ class Simulation:
             if data != e.data or etype != e.type:
                 raise SafetyViolation(f"log matching: two different entries at index {e.index} term {e.term}")
             if prev_term != -1 and seen_prev != -1 and prev_term != seen_prev:
-                raise SafetyViolation(f"log matching: entries before {key} differ ({prev_term} vs {seen_prev})")
+                raise SafetyViolation(
+                    f"log matching: entries before {key} differ ({prev_term} vs {seen_prev})"
+                )
 
     def _check_new_leader(self, node: Node) -> None:
         raft = node.raft
@@ -454,10 +469,11 @@ class Simulation:
         marker = b"final-" + str(self.seed).encode()
         proposed = False
         try:
-            for _ in range(self.cfg.liveness_steps):
+            for n in range(self.cfg.liveness_steps):
                 self.step(faults=False)
                 leaders = [n for n in self.live() if n.raft is not None and n.raft.role == Role.LEADER]
-                if leaders and not proposed:
+                # Propose again now and then: a proposal can be lost with a leader change, as a client's can.
+                if leaders and (not proposed or n % 50 == 0) and marker not in self.applied_at.values():
                     try:
                         assert leaders[0].raft is not None
                         leaders[0].raft.propose([marker])
@@ -466,7 +482,9 @@ class Simulation:
                         pass
                 members = self._current_members()
                 if proposed and all(
-                    marker in self.nodes[m].app.values for m in members if m in self.nodes and not self.nodes[m].removed
+                    marker in self.nodes[m].app.values
+                    for m in members
+                    if m in self.nodes and not self.nodes[m].removed
                 ):
                     return
         finally:
@@ -489,7 +507,9 @@ def run_seed(seed: int, config: SimConfig | None = None, verbose: bool = False) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seed", type=int, help="replay one seed")
     parser.add_argument("--seeds", type=int, default=1000, help="how many seeds to run")
     parser.add_argument("--first", type=int, default=0)
