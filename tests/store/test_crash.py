@@ -552,13 +552,22 @@ def _tail_zeros(data: bytes, records: list[tuple[int, int, int]]) -> tuple[bytes
     return data + bytes(4096), False  # a preallocated, never written tail
 
 
+def _last_entry(data: bytes, records: list[tuple[int, int, int]]) -> tuple[int, int]:
+    # The WAL holds Raft entries (kind 1) and hard states (kind 2, written after the entries they
+    # commit); a torn write that loses a key tears its entry, and everything after it.
+    for off, length, _ in reversed(records):
+        if data[off + WAL_HEADER.size] == 1:
+            return off, length
+    raise AssertionError("no entry record in the last segment")
+
+
 def _truncate_mid_payload(data: bytes, records: list[tuple[int, int, int]]) -> tuple[bytes, bool]:
-    off, length, _ = records[-1]
+    off, length = _last_entry(data, records)
     return data[: off + WAL_HEADER.size + length // 2], True
 
 
 def _truncate_mid_header(data: bytes, records: list[tuple[int, int, int]]) -> tuple[bytes, bool]:
-    off, _, _ = records[-1]
+    off, _ = _last_entry(data, records)
     return data[: off + 9], True
 
 

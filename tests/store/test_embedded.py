@@ -82,10 +82,10 @@ async def test_keepalive_holds_a_lease(store: Store) -> None:
     grant = await store.lease_grant(P.LeaseGrantRequest(TTL=2))
     await store.put(P.PutRequest(key=b"held", value=b"x", lease=grant.ID))
     for _ in range(6):
-        assert store.lease_keepalive(grant.ID).TTL == 2
+        assert (await store.lease_keepalive(grant.ID)).TTL == 2
         await asyncio.sleep(0.5)
     assert (await store.range(P.RangeRequest(key=b"held"))).count == 1
-    assert store.lease_keepalive(12345).TTL == 0
+    assert (await store.lease_keepalive(12345)).TTL == 0
 
 
 async def test_quota_raises_nospace_until_disarmed(tmp_path: Path) -> None:
@@ -236,7 +236,9 @@ async def test_watch_fragments_large_responses(tmp_path: Path) -> None:
             await s.put(P.PutRequest(key=b"f/%d" % i, value=b"x" * 20_000))
         # A watch from the past gets its backlog in one response: over the limit, so fragmented.
         stream = s.watch_stream()
-        stream.create(P.WatchCreateRequest(key=b"f/", range_end=prefix_end(b"f/"), start_revision=2, fragment=True))
+        stream.create(
+            P.WatchCreateRequest(key=b"f/", range_end=prefix_end(b"f/"), start_revision=2, fragment=True)
+        )
         whole = s.watch_stream()
         whole.create(P.WatchCreateRequest(key=b"f/", range_end=prefix_end(b"f/"), start_revision=2))
         await next_response(stream)
@@ -260,12 +262,12 @@ async def test_wal_failure_stops_writes_without_a_definite_answer(tmp_path: Path
     await s.start()
     try:
         await s.put(P.PutRequest(key=b"a", value=b"1"))
-        assert s._wal is not None
+        assert s.raft_node is not None
 
         def broken_sync() -> None:
             raise OSError(5, "Input/output error")
 
-        s._wal.sync = broken_sync  # type: ignore[method-assign]
+        s.raft_node.storage.wal.sync = broken_sync  # type: ignore[method-assign]
         with pytest.raises(StoreError) as info:
             await s.put(P.PutRequest(key=b"a", value=b"2"))
         # The write may be on disk: the client must not be told it failed for sure.
@@ -287,7 +289,9 @@ async def test_unknown_alarm_type_keeps_status_working(store: Store) -> None:
 
 async def test_corrupt_alarm_stops_writes(store: Store) -> None:
     await store.put(P.PutRequest(key=b"k", value=b"v"))
-    await store.alarm(P.AlarmRequest(action=P.AlarmRequest.ACTIVATE, memberID=store.member_id, alarm=P.CORRUPT))
+    await store.alarm(
+        P.AlarmRequest(action=P.AlarmRequest.ACTIVATE, memberID=store.member_id, alarm=P.CORRUPT)
+    )
     with pytest.raises(StoreError) as info:
         await store.put(P.PutRequest(key=b"k", value=b"w"))
     assert info.value == errors.CORRUPT
@@ -300,7 +304,11 @@ async def test_backlog_never_splits_a_revision(store: Store) -> None:
         await store.put(P.PutRequest(key=b"many/%04d" % i, value=b"x", lease=grant.ID))
     revoked = await store.lease_revoke(P.LeaseRevokeRequest(ID=grant.ID))
     stream = store.watch_stream()
-    stream.create(P.WatchCreateRequest(key=b"many/", range_end=prefix_end(b"many/"), start_revision=revoked.header.revision))
+    stream.create(
+        P.WatchCreateRequest(
+            key=b"many/", range_end=prefix_end(b"many/"), start_revision=revoked.header.revision
+        )
+    )
     assert (await next_response(stream)).created
     resp = await next_response(stream)
     assert len(resp.events) == 1200 and {e.kv.mod_revision for e in resp.events} == {revoked.header.revision}
@@ -312,7 +320,10 @@ async def test_watch_on_an_empty_range_is_refused(store: Store) -> None:
     stream.create(P.WatchCreateRequest(key=b"b", range_end=b"a"))
     resp = await next_response(stream)
     assert (resp.watch_id, resp.created, resp.canceled, resp.cancel_reason) == (
-        -1, True, True, "mvcc: watcher range is empty",
+        -1,
+        True,
+        True,
+        "mvcc: watcher range is empty",
     )
     stream.create(P.WatchCreateRequest(key=b"b", range_end=b"\0"))  # from-key: fine
     assert (await next_response(stream)).watch_id == 0
@@ -325,7 +336,7 @@ async def test_keepalive_never_revives_an_expired_lease(tmp_path: Path) -> None:
     try:
         grant = await s.lease_grant(P.LeaseGrantRequest(TTL=2))
         await asyncio.sleep(2.1)  # expired; the expiry loop has not looked yet
-        assert s.lease_keepalive(grant.ID).TTL == 0
+        assert (await s.lease_keepalive(grant.ID)).TTL == 0
         async with asyncio.timeout(3):
             while grant.ID in s.sm.leases:
                 await asyncio.sleep(0.05)
@@ -357,7 +368,9 @@ async def test_lock_waiter_that_gives_up_withdraws(gifee_server: ServerProcess) 
             assert await client.get(b"L/", prefix=True) == []
 
 
-async def test_slow_watch_client_is_paused_and_caught_up(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_slow_watch_client_is_paused_and_caught_up(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from gifee.store.node import WatchStream
 
     monkeypatch.setattr(WatchStream, "max_queued", 50)
@@ -403,7 +416,10 @@ async def test_watch_client_that_does_not_read_does_not_fill_the_workers(gifee_s
         while (item := await requests.get()) is not None:
             yield item
 
-    async with grpc.aio.insecure_channel(gifee_server.endpoint) as channel, StoreClient(gifee_server.endpoint) as client:
+    async with (
+        grpc.aio.insecure_channel(gifee_server.endpoint) as channel,
+        StoreClient(gifee_server.endpoint) as client,
+    ):
         watch = rpc_pb2_grpc.WatchStub(channel).Watch(outgoing())  # type: ignore[no-untyped-call]
         requests.put_nowait(P.WatchRequest(create_request=P.WatchCreateRequest(key=b"big")))
         assert (await watch.read()).created

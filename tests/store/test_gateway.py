@@ -51,7 +51,9 @@ async def client(store: Store) -> AsyncIterator[TestClient[Any, Any]]:
         yield c
 
 
-async def call(client: TestClient[Any, Any], path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+async def call(
+    client: TestClient[Any, Any], path: str, body: Any = None, raw: bytes | None = None
+) -> tuple[int, Any]:
     data = raw if raw is not None else json.dumps(body if body is not None else {}).encode()
     async with client.post(path, data=data) as resp:
         text = await resp.text()
@@ -112,7 +114,13 @@ async def test_put_range_delete_round_trip(client: TestClient[Any, Any], store: 
     await ok(client, "/v3/kv/put", {"key": b64("fop"), "value": b64("x")})
     # lowerCamel input names, numbers as strings or numbers, enums as names or numbers
     for body in (
-        {"key": b64("fo"), "rangeEnd": b64("fp"), "sortOrder": "DESCEND", "sortTarget": "KEY", "keysOnly": True},
+        {
+            "key": b64("fo"),
+            "rangeEnd": b64("fp"),
+            "sortOrder": "DESCEND",
+            "sortTarget": "KEY",
+            "keysOnly": True,
+        },
         {"key": b64("fo"), "range_end": b64("fp"), "sort_order": 2, "sort_target": 0, "keys_only": True},
     ):
         desc = await ok(client, "/v3/kv/range", body)
@@ -121,7 +129,9 @@ async def test_put_range_delete_round_trip(client: TestClient[Any, Any], store: 
     limited = await ok(client, "/v3/kv/range", {"key": b64("fo"), "range_end": b64("fp"), "limit": "1"})
     assert limited["more"] is True and limited["count"] == "2" and len(limited["kvs"]) == 1
 
-    deleted = await ok(client, "/v3/kv/deleterange", {"key": b64("fo"), "range_end": b64("fp"), "prev_kv": True})
+    deleted = await ok(
+        client, "/v3/kv/deleterange", {"key": b64("fo"), "range_end": b64("fp"), "prev_kv": True}
+    )
     assert deleted["deleted"] == "2"
     assert sorted(unb64(kv["key"]) for kv in deleted["prev_kvs"]) == [b"foo", b"fop"]
     empty = await ok(client, "/v3/kv/range", {"key": b64("foo")})
@@ -151,7 +161,9 @@ async def test_txn(client: TestClient[Any, Any]) -> None:
     assert lost["responses"][0]["response_delete_range"]["deleted"] == "1"
 
     status, answer = await call(
-        client, "/v3/kv/txn", {"success": [{"request_put": {"key": b64("d")}}, {"request_put": {"key": b64("d")}}]}
+        client,
+        "/v3/kv/txn",
+        {"success": [{"request_put": {"key": b64("d")}}, {"request_put": {"key": b64("d")}}]},
     )
     assert (status, answer) == (400, error(3, "etcdserver: duplicate key given in txn request"))
 
@@ -168,7 +180,10 @@ async def test_compaction_and_its_errors(client: TestClient[Any, Any]) -> None:
     compacted = error(11, "etcdserver: mvcc: required revision has been compacted")
     assert await call(client, "/v3/kv/compaction", {"revision": 2}) == (400, compacted)
     assert await call(client, "/v3/kv/range", {"key": b64("c"), "revision": 2}) == (400, compacted)
-    assert await call(client, "/v3/kv/put", {"value": b64("x")}) == (400, error(3, "etcdserver: key is not provided"))
+    assert await call(client, "/v3/kv/put", {"value": b64("x")}) == (
+        400,
+        error(3, "etcdserver: key is not provided"),
+    )
 
 
 # --------------------------------------------------------------------------- leases
@@ -232,7 +247,9 @@ async def test_keepalive_stream(client: TestClient[Any, Any]) -> None:
 # --------------------------------------------------------------------------- watch
 
 
-async def test_watch_streams_events_until_the_client_leaves(client: TestClient[Any, Any], store: Store) -> None:
+async def test_watch_streams_events_until_the_client_leaves(
+    client: TestClient[Any, Any], store: Store
+) -> None:
     create = {"create_request": {"key": b64("w"), "range_end": b64("x"), "prev_kv": True}}
     async with client.post("/v3/watch", data=json.dumps(create)) as resp:
         assert resp.status == 200
@@ -246,7 +263,15 @@ async def test_watch_streams_events_until_the_client_leaves(client: TestClient[A
         event = (await next_line(stream))["result"]
         assert event["header"]["revision"] == "2"
         assert event["events"] == [
-            {"kv": {"key": b64("w1"), "create_revision": "2", "mod_revision": "2", "version": "1", "value": b64("one")}}
+            {
+                "kv": {
+                    "key": b64("w1"),
+                    "create_revision": "2",
+                    "mod_revision": "2",
+                    "version": "1",
+                    "value": b64("one"),
+                }
+            }
         ]
         # the request body ended long ago: the watch stays open, as etcd's does
         await ok(client, "/v3/kv/deleterange", {"key": b64("w1")})
@@ -309,7 +334,9 @@ async def test_watch_bad_requests(client: TestClient[Any, Any], store: Store) ->
     status, answer = await call(client, "/v3/watch", both)
     assert status == 400 and answer["code"] == 3
     # A malformed later request ends the stream with an error object.
-    async with client.post("/v3/watch", data=b'{"create_request": {"key": "YQ=="}} {"create_request": ') as resp:
+    async with client.post(
+        "/v3/watch", data=b'{"create_request": {"key": "YQ=="}} {"create_request": '
+    ) as resp:
         answers = [a async for a in lines(resp)]
     assert answers[0]["result"]["created"] is True
     assert answers[-1]["error"]["grpc_code"] == 3
@@ -336,9 +363,10 @@ async def test_maintenance_and_cluster(client: TestClient[Any, Any], store: Stor
     await ok(client, "/v3/maintenance/defragment")
     alarms = await ok(client, "/v3/maintenance/alarm", {"action": "GET"})
     assert "alarms" not in alarms
+    # A lone member cannot add a voter that is not running yet: the cluster would lose its quorum.
     assert await call(client, "/v3/cluster/member/add", {"peerURLs": ["http://127.0.0.1:1"]}) == (
-        503,
-        error(14, "etcdserver/api/v3rpc: not capable"),
+        412,
+        error(9, "etcdserver: re-configuration failed due to not enough started members"),
     )
 
     await ok(client, "/v3/kv/put", {"key": b64("s"), "value": b64("snap")})
@@ -425,7 +453,9 @@ BAD_BODIES = [
 
 @pytest.mark.parametrize("path", ["/v3/kv/put", "/v3/kv/range", "/v3/watch", "/v3/lease/keepalive"])
 @pytest.mark.parametrize("raw", BAD_BODIES)
-async def test_bad_json_is_invalid_argument(client: TestClient[Any, Any], store: Store, path: str, raw: bytes) -> None:
+async def test_bad_json_is_invalid_argument(
+    client: TestClient[Any, Any], store: Store, path: str, raw: bytes
+) -> None:
     before = store.sm.mvcc.revision
     status, answer = await call(client, path, raw=raw)
     assert status == 400 and answer["code"] == 3, answer
@@ -454,7 +484,10 @@ async def test_oversized_requests(client: TestClient[Any, Any], store: Store) ->
     # Over gRPC's receive limit: refused with gRPC's words and the message size, as etcd's gateway does.
     big = {"key": b64("a"), "value": b64(b"x" * 2_200_000)}
     status, answer = await call(client, "/v3/kv/put", big)
-    assert (status, answer) == (429, error(8, f"grpc: received message larger than max (2200008 vs. {limit})"))
+    assert (status, answer) == (
+        429,
+        error(8, f"grpc: received message larger than max (2200008 vs. {limit})"),
+    )
     # A body far over any limit is refused before it is parsed.
     status, answer = await call(client, "/v3/kv/put", raw=b" " * (4 * limit + 1))
     assert status == 429 and answer["code"] == 8
@@ -590,15 +623,25 @@ REFERENCE_SCRIPT: list[tuple[str, Any, str]] = [
     ("/v3/election/leader", {"name": b64("el")}, "exact"),
     (
         "/v3/election/proclaim",
-        {"leader": {"name": b64("el"), "key": b64("el/1f4"), "rev": "12", "lease": "500"}, "value": b64("v2")},
+        {
+            "leader": {"name": b64("el"), "key": b64("el/1f4"), "rev": "12", "lease": "500"},
+            "value": b64("v2"),
+        },
         "exact",
     ),
     (
         "/v3/election/proclaim",
-        {"leader": {"name": b64("el"), "key": b64("el/1f4"), "rev": "11", "lease": "500"}, "value": b64("v2")},
+        {
+            "leader": {"name": b64("el"), "key": b64("el/1f4"), "rev": "11", "lease": "500"},
+            "value": b64("v2"),
+        },
         "exact",
     ),
-    ("/v3/election/resign", {"leader": {"name": b64("el"), "key": b64("el/1f4"), "rev": "12", "lease": "500"}}, "exact"),
+    (
+        "/v3/election/resign",
+        {"leader": {"name": b64("el"), "key": b64("el/1f4"), "rev": "12", "lease": "500"}},
+        "exact",
+    ),
     ("/v3/election/leader", {"name": b64("el")}, "exact"),
     ("/v3/election/resign", {}, "exact"),
     ("/v3/maintenance/alarm", {"action": "GET"}, "no-header"),

@@ -52,6 +52,17 @@ CORRUPT = StoreError(_C.DATA_LOSS, "etcdserver: corrupt cluster")
 MEMBER_NOT_FOUND = StoreError(_C.NOT_FOUND, "etcdserver: member not found")
 MEMBER_EXIST = StoreError(_C.FAILED_PRECONDITION, "etcdserver: member ID already exist")
 PEER_URL_EXIST = StoreError(_C.FAILED_PRECONDITION, "etcdserver: Peer URLs already exists")
+MEMBER_NOT_LEARNER = StoreError(_C.FAILED_PRECONDITION, "etcdserver: can only promote a learner member")
+LEARNER_NOT_READY = StoreError(
+    _C.FAILED_PRECONDITION, "etcdserver: can only promote a learner member which is in sync with leader"
+)
+BAD_LEADER_TRANSFEREE = StoreError(_C.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
+TIMEOUT_LEADER_TRANSFER = StoreError(
+    _C.UNAVAILABLE, "etcdserver: request timed out, leader transfer took too long"
+)
+NOT_ENOUGH_STARTED = StoreError(
+    _C.FAILED_PRECONDITION, "etcdserver: re-configuration failed due to not enough started members"
+)
 NOT_CAPABLE = StoreError(_C.UNAVAILABLE, "etcdserver/api/v3rpc: not capable")
 ELECTION_NO_LEADER = StoreError(_C.UNKNOWN, "election: no leader")
 ELECTION_NOT_LEADER = StoreError(_C.UNKNOWN, "election: not leader")

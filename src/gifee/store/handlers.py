@@ -51,7 +51,8 @@ def check_size(data: bytes, limit: int) -> None:
     """grpc-go's own check and text; gRPC's C core would answer with different words."""
     if len(data) > limit:
         raise errors.StoreError(
-            grpc.StatusCode.RESOURCE_EXHAUSTED, f"grpc: received message larger than max ({len(data)} vs. {limit})"
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"grpc: received message larger than max ({len(data)} vs. {limit})",
         )
 
 
@@ -105,21 +106,12 @@ async def keepalive_session(
     store: Store, requests: AsyncIterator[rpc_pb2.LeaseKeepAliveRequest]
 ) -> AsyncIterator[rpc_pb2.LeaseKeepAliveResponse]:
     async for req in requests:
-        yield store.lease_keepalive(req.ID)
+        yield await store.lease_keepalive(req.ID)
 
 
 def methods(store: Store) -> list[Method]:
     locks = LockService(store)
     elections = ElectionService(store)
-
-    async def move_leader(req: rpc_pb2.MoveLeaderRequest) -> rpc_pb2.MoveLeaderResponse:
-        if req.targetID == store.member_id:
-            return rpc_pb2.MoveLeaderResponse(header=store.sm.header())
-        raise errors.StoreError(errors.MEMBER_NOT_FOUND.code, "etcdserver: bad leader transferee")
-
-    async def not_capable(_: Message) -> Message:
-        # Membership changes arrive with Raft replication (store part 2).
-        raise errors.NOT_CAPABLE
 
     async def alarm(req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
         resp = await store.alarm(req)
@@ -134,6 +126,14 @@ def methods(store: Store) -> list[Method]:
         resp = await store.member_list()
         resp.header.revision = 0  # the cluster service's header carries no revision in etcd
         return resp
+
+    def cluster(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        async def call(req: Any) -> Any:
+            resp = await fn(req)
+            resp.header.revision = 0  # as member_list
+            return resp
+
+        return call
 
     def as_client_error(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """v3lock and v3election run etcd's client recipes, whose errors reach the caller as UNKNOWN."""
@@ -170,36 +170,87 @@ def methods(store: Store) -> list[Method]:
         Method(kv, "DeleteRange", r.DeleteRangeRequest, r.DeleteRangeResponse, UNARY, store.delete_range),
         Method(kv, "Txn", r.TxnRequest, r.TxnResponse, UNARY, store.txn),
         Method(kv, "Compact", r.CompactionRequest, r.CompactionResponse, UNARY, store.compact),
-        Method(watch, "Watch", r.WatchRequest, r.WatchResponse, BIDI, lambda reqs: watch_session(store, reqs)),
+        Method(
+            watch, "Watch", r.WatchRequest, r.WatchResponse, BIDI, lambda reqs: watch_session(store, reqs)
+        ),
         Method(lease, "LeaseGrant", r.LeaseGrantRequest, r.LeaseGrantResponse, UNARY, store.lease_grant),
         Method(lease, "LeaseRevoke", r.LeaseRevokeRequest, r.LeaseRevokeResponse, UNARY, store.lease_revoke),
         Method(
-            lease, "LeaseKeepAlive", r.LeaseKeepAliveRequest, r.LeaseKeepAliveResponse, BIDI,
+            lease,
+            "LeaseKeepAlive",
+            r.LeaseKeepAliveRequest,
+            r.LeaseKeepAliveResponse,
+            BIDI,
             lambda reqs: keepalive_session(store, reqs),
         ),
         Method(
-            lease, "LeaseTimeToLive", r.LeaseTimeToLiveRequest, r.LeaseTimeToLiveResponse, UNARY,
+            lease,
+            "LeaseTimeToLive",
+            r.LeaseTimeToLiveRequest,
+            r.LeaseTimeToLiveResponse,
+            UNARY,
             store.lease_time_to_live,
         ),
-        Method(lease, "LeaseLeases", r.LeaseLeasesRequest, r.LeaseLeasesResponse, UNARY, lambda _: store.lease_leases()),
+        Method(
+            lease,
+            "LeaseLeases",
+            r.LeaseLeasesRequest,
+            r.LeaseLeasesResponse,
+            UNARY,
+            lambda _: store.lease_leases(),
+        ),
         Method(mt, "Alarm", r.AlarmRequest, r.AlarmResponse, UNARY, alarm),
         Method(mt, "Status", r.StatusRequest, r.StatusResponse, UNARY, lambda _: store.status()),
         Method(mt, "Defragment", r.DefragmentRequest, r.DefragmentResponse, UNARY, defragment),
         Method(mt, "Hash", r.HashRequest, r.HashResponse, UNARY, lambda _: store.hash()),
         Method(mt, "HashKV", r.HashKVRequest, r.HashKVResponse, UNARY, store.hash_kv),
-        Method(mt, "Snapshot", r.SnapshotRequest, r.SnapshotResponse, SERVER_STREAM, lambda _: store.snapshot()),
-        Method(mt, "MoveLeader", r.MoveLeaderRequest, r.MoveLeaderResponse, UNARY, move_leader),
+        Method(
+            mt, "Snapshot", r.SnapshotRequest, r.SnapshotResponse, SERVER_STREAM, lambda _: store.snapshot()
+        ),
+        Method(mt, "MoveLeader", r.MoveLeaderRequest, r.MoveLeaderResponse, UNARY, store.move_leader),
         Method(cl, "MemberList", r.MemberListRequest, r.MemberListResponse, UNARY, member_list),
-        Method(cl, "MemberAdd", r.MemberAddRequest, r.MemberAddResponse, UNARY, not_capable),
-        Method(cl, "MemberRemove", r.MemberRemoveRequest, r.MemberRemoveResponse, UNARY, not_capable),
-        Method(cl, "MemberUpdate", r.MemberUpdateRequest, r.MemberUpdateResponse, UNARY, not_capable),
-        Method(cl, "MemberPromote", r.MemberPromoteRequest, r.MemberPromoteResponse, UNARY, not_capable),
+        Method(cl, "MemberAdd", r.MemberAddRequest, r.MemberAddResponse, UNARY, cluster(store.member_add)),
+        Method(
+            cl,
+            "MemberRemove",
+            r.MemberRemoveRequest,
+            r.MemberRemoveResponse,
+            UNARY,
+            cluster(store.member_remove),
+        ),
+        Method(
+            cl,
+            "MemberUpdate",
+            r.MemberUpdateRequest,
+            r.MemberUpdateResponse,
+            UNARY,
+            cluster(store.member_update),
+        ),
+        Method(
+            cl,
+            "MemberPromote",
+            r.MemberPromoteRequest,
+            r.MemberPromoteResponse,
+            UNARY,
+            cluster(store.member_promote),
+        ),
         Method(lock, "Lock", lk.LockRequest, lk.LockResponse, UNARY, as_client_error(locks._lock)),
         Method(lock, "Unlock", lk.UnlockRequest, lk.UnlockResponse, UNARY, as_client_error(unlock)),
-        Method(election, "Campaign", e.CampaignRequest, e.CampaignResponse, UNARY, as_client_error(elections._campaign)),
+        Method(
+            election,
+            "Campaign",
+            e.CampaignRequest,
+            e.CampaignResponse,
+            UNARY,
+            as_client_error(elections._campaign),
+        ),
         Method(election, "Proclaim", e.ProclaimRequest, e.ProclaimResponse, UNARY, as_client_error(proclaim)),
         Method(
-            election, "Leader", e.LeaderRequest, e.LeaderResponse, UNARY,
+            election,
+            "Leader",
+            e.LeaderRequest,
+            e.LeaderResponse,
+            UNARY,
             as_client_error(lambda req: elections._leader(req.name)),
         ),
         Method(election, "Observe", e.LeaderRequest, e.LeaderResponse, SERVER_STREAM, elections.observe),

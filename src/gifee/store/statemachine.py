@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 
 from gifee.store import errors
 from gifee.store.errors import StoreError
+from gifee.store.membership import Membership
 from gifee.store.mvcc import ALL_KEYS, MVCC, Change, Record, WriteBatch
 from gifee.store.proto import internal_pb2, kv_pb2, rpc_pb2
+from gifee.store.raft.types import ConfChange
 
 MAX_TXN_OPS = 128
 MAX_LEASE_TTL = 9_000_000_000
@@ -49,6 +51,8 @@ Response = (
     | rpc_pb2.LeaseGrantResponse
     | rpc_pb2.LeaseRevokeResponse
     | rpc_pb2.AlarmResponse
+    | rpc_pb2.MemberUpdateResponse
+    | rpc_pb2.LeaseKeepAliveResponse
 )
 
 
@@ -246,6 +250,16 @@ class StateMachine:
         self.leases: dict[int, Lease] = {}
         self.alarms: set[tuple[int, int]] = set()
         self.applied_index = 0
+        self.membership = Membership()
+
+    def apply_conf_change(self, index: int, cc: ConfChange) -> None:
+        """A committed Raft membership change: the member list follows it."""
+        self.applied_index = index
+        self.membership.apply_conf_change(cc)
+
+    def apply_empty(self, index: int) -> None:
+        """A new leader's empty entry: it changes nothing but the applied index."""
+        self.applied_index = index
 
     # ---------------------------------------------------------------- header
 
@@ -327,7 +341,11 @@ class StateMachine:
         self.applied_index = index
         kind = entry.WhichOneof("request")
         batch = self.mvcc.write()
-        if self.corrupt and kind in _REFUSED_WHEN_CORRUPT and not (kind == "txn" and is_txn_readonly(entry.txn)):
+        if (
+            self.corrupt
+            and kind in _REFUSED_WHEN_CORRUPT
+            and not (kind == "txn" and is_txn_readonly(entry.txn))
+        ):
             # etcd's corrupt applier: once a CORRUPT alarm is raised, writes stop.
             return Applied(None, errors.CORRUPT, [], self.mvcc.revision)
         try:
@@ -346,8 +364,19 @@ class StateMachine:
                 response = self._lease_revoke(batch, entry.lease_revoke)
             elif kind == "alarm":
                 response = self._alarm(entry.alarm)
+            elif kind == "member_attributes":
+                a = entry.member_attributes
+                self.membership.publish(a.id, a.name, list(a.client_urls))
+                response = rpc_pb2.MemberUpdateResponse()
+            elif kind == "lease_keepalive":
+                lease = self.leases.get(entry.lease_keepalive.ID)
+                if lease is None:
+                    raise errors.LEASE_NOT_FOUND
+                response = rpc_pb2.LeaseKeepAliveResponse(ID=lease.id, TTL=lease.ttl)
             else:
-                return Applied(None, errors.StoreError(errors.CORRUPT.code, "unknown entry"), [], self.mvcc.revision)
+                return Applied(
+                    None, errors.StoreError(errors.CORRUPT.code, "unknown entry"), [], self.mvcc.revision
+                )
         except StoreError as e:
             # Checks run before any write, so a failed entry has changed nothing.
             assert not batch.changes, "a failing entry must fail before writing"
@@ -498,7 +527,9 @@ class StateMachine:
             raise errors.LEASE_EXIST
         ttl = max(g.TTL, MIN_LEASE_TTL)
         self.leases[g.ID] = Lease(g.ID, ttl)
-        return rpc_pb2.LeaseGrantResponse(ID=g.ID, TTL=ttl, header=rpc_pb2.ResponseHeader(revision=self.mvcc.revision))
+        return rpc_pb2.LeaseGrantResponse(
+            ID=g.ID, TTL=ttl, header=rpc_pb2.ResponseHeader(revision=self.mvcc.revision)
+        )
 
     def _lease_revoke(self, batch: WriteBatch, r: rpc_pb2.LeaseRevokeRequest) -> rpc_pb2.LeaseRevokeResponse:
         lease = self.leases.get(r.ID)
@@ -539,7 +570,9 @@ class StateMachine:
 def event_of(change: Change) -> kv_pb2.Event:
     record = change.record
     if record.version == 0:
-        ev = kv_pb2.Event(type=kv_pb2.Event.DELETE, kv=kv_pb2.KeyValue(key=record.key, mod_revision=record.mod))
+        ev = kv_pb2.Event(
+            type=kv_pb2.Event.DELETE, kv=kv_pb2.KeyValue(key=record.key, mod_revision=record.mod)
+        )
     else:
         ev = kv_pb2.Event(type=kv_pb2.Event.PUT, kv=record.to_pb())
     return ev

@@ -1,0 +1,115 @@
+"""Raft's persistent state on the write-ahead log: entries and hard states, in the order written.
+
+Rules:
+- The WAL's record numbers are only a write order. Each record is either an
+  entry (raft index, term, type, data) or a hard state (term, vote, commit).
+- Replaying the records rebuilds the log: an entry at raft index i replaces
+  every entry from i on (that is how a follower's conflicting suffix is cut
+  off); an entry that would leave a hole is corruption. The last hard state
+  wins. Entries at or below the snapshot's index are skipped.
+- Compaction deletes whole WAL segments whose records all precede the first
+  entry kept; the current hard state is written again first, so it is never
+  among what is deleted.
+- Nothing is durable until `sync`; the shell syncs before it sends anything
+  the records promise (a vote, an acknowledgement).
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+from gifee.store.raft.types import Entry, EntryType, HardState
+from gifee.store.wal import WalCorruptError, WriteAheadLog
+
+ENTRY = 1
+HARD_STATE = 2
+_ENTRY_HEAD = struct.Struct("<BQQB")  # kind, index, term, type
+_HARD_STATE = struct.Struct("<BQQQ")  # kind, term, vote, commit
+
+
+def encode_entry(e: Entry) -> bytes:
+    return _ENTRY_HEAD.pack(ENTRY, e.index, e.term, e.type) + e.data
+
+
+def encode_hard_state(hs: HardState) -> bytes:
+    return _HARD_STATE.pack(HARD_STATE, hs.term, hs.vote, hs.commit)
+
+
+class RaftStorage:
+    def __init__(self, wal: WriteAheadLog, positions: dict[int, int]) -> None:
+        self.wal = wal
+        self._position = positions  # raft index -> WAL record number of the entry kept for it
+
+    @classmethod
+    def open(cls, directory: Path, snapshot_index: int) -> tuple[RaftStorage, HardState, list[Entry]]:
+        """Open the WAL in directory; return the storage, the last hard state, and the entries after the snapshot."""
+        wal, records = WriteAheadLog.open(directory)
+        hard = HardState()
+        entries: list[Entry] = []
+        positions: dict[int, int] = {}
+        for seq, payload in records:
+            if not payload:
+                raise WalCorruptError(f"{directory}: empty record {seq}")
+            kind = payload[0]
+            if kind == HARD_STATE:
+                _, term, vote, commit = _HARD_STATE.unpack_from(payload)
+                hard = HardState(term, vote, commit)
+            elif kind == ENTRY:
+                _, index, term, etype = _ENTRY_HEAD.unpack_from(payload)
+                if index <= snapshot_index:
+                    continue
+                first = entries[0].index if entries else snapshot_index + 1
+                if index > (entries[-1].index + 1 if entries else snapshot_index + 1):
+                    raise WalCorruptError(
+                        f"{directory}: entry {index} leaves a hole after {first - 1 + len(entries)}"
+                    )
+                del entries[index - first :]
+                entries.append(Entry(term, index, EntryType(etype), payload[_ENTRY_HEAD.size :]))
+                positions[index] = seq
+            else:
+                raise WalCorruptError(f"{directory}: record {seq} has unknown kind {kind}")
+        if hard.commit > (entries[-1].index if entries else snapshot_index):
+            # The hard state is written after the entries it commits, so this means lost entries.
+            raise WalCorruptError(f"{directory}: commit index {hard.commit} is past the last entry")
+        return cls(wal, positions), hard, entries
+
+    def save(self, hard_state: HardState | None, entries: list[Entry]) -> None:
+        """Append (not yet durable): entries first, then the hard state that may commit them."""
+        next_seq = self.wal.last_index + 1
+        records: list[tuple[int, bytes]] = []
+        for e in entries:
+            records.append((next_seq, encode_entry(e)))
+            self._position[e.index] = next_seq
+            next_seq += 1
+        if entries:
+            for stale in [i for i in self._position if i > entries[-1].index]:
+                del self._position[stale]
+        if hard_state is not None:
+            records.append((next_seq, encode_hard_state(hard_state)))
+        self.wal.append(records)
+
+    def sync(self) -> None:
+        self.wal.sync()
+
+    def compact(self, index: int, hard_state: HardState) -> None:
+        """Forget entries up to index (they are in a snapshot now)."""
+        self.save(hard_state, [])
+        self.wal.sync()
+        keep_from = self._position.get(index + 1, self.wal.last_index)
+        for old in [i for i in self._position if i <= index]:
+            del self._position[old]
+        self.wal.release_before(keep_from)
+
+    def reset(self, hard_state: HardState) -> None:
+        """Drop the whole log (a leader's snapshot replaced it) and record the hard state."""
+        self.wal.reset_to(self.wal.last_index + 1)
+        self._position.clear()
+        self.save(hard_state, [])
+        self.wal.sync()
+
+    def size_bytes(self) -> int:
+        return self.wal.size_bytes()
+
+    def close(self) -> None:
+        self.wal.close()
