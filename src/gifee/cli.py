@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import ssl
 import sys
 from collections.abc import Sequence
 
@@ -31,6 +32,38 @@ def _retention(value: str) -> float:
     return float(v)
 
 
+def _initial_cluster(value: str) -> dict[str, list[str]]:
+    """etcd's --initial-cluster: name=url pairs, a name repeated for each of its URLs."""
+    out: dict[str, list[str]] = {}
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, url = part.partition("=")
+        if not sep or not name or not url:
+            raise ValueError(f"--initial-cluster: {part!r} is not name=URL")
+        out.setdefault(name, []).append(url)
+    return out
+
+
+def _peer_tls(args: argparse.Namespace) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """TLS between members when --peer-cert-file/--peer-key-file are given (mutual, with the trusted CA)."""
+    if not (args.peer_cert_file and args.peer_key_file):
+        return None, None
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(args.peer_cert_file, args.peer_key_file)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.load_cert_chain(args.peer_cert_file, args.peer_key_file)
+    if args.peer_trusted_ca_file:
+        server.load_verify_locations(args.peer_trusted_ca_file)
+        server.verify_mode = ssl.CERT_REQUIRED
+        client.load_verify_locations(args.peer_trusted_ca_file)
+    else:
+        client.check_hostname = False
+        client.verify_mode = ssl.CERT_NONE
+    return server, client
+
+
 def store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("store", help="run the etcd-compatible key-value store", description="etcd's flags apply.")
     p.add_argument("--name", default="default", help="human-readable name for this member")
@@ -42,9 +75,14 @@ def store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--listen-metrics-urls", type=_urls, default=[], help="URLs for /health and /metrics")
     p.add_argument("--listen-peer-urls", type=_urls, default=["http://localhost:2380"])
     p.add_argument("--initial-advertise-peer-urls", type=_urls, default=None)
-    p.add_argument("--initial-cluster", default="", help="name=peerURL,... (one member until Raft lands)")
+    p.add_argument("--initial-cluster", default="", help="name=peerURL,... for bootstrapping (default: this member)")
     p.add_argument("--initial-cluster-state", choices=["new", "existing"], default="new")
     p.add_argument("--initial-cluster-token", default="etcd-cluster")
+    p.add_argument("--heartbeat-interval", type=int, default=100, help="time (in milliseconds) of a heartbeat")
+    p.add_argument("--election-timeout", type=int, default=1000, help="time (in milliseconds) for an election")
+    p.add_argument("--peer-cert-file", default="")
+    p.add_argument("--peer-key-file", default="")
+    p.add_argument("--peer-trusted-ca-file", default="")
     p.add_argument("--quota-backend-bytes", type=_size, default=0, help="backend size quota (0 = 2 GiB)")
     p.add_argument("--max-request-bytes", type=_size, default=int(1.5 * 1024 * 1024))
     p.add_argument("--snapshot-count", type=int, default=100_000)
@@ -64,11 +102,24 @@ def run_store(args: argparse.Namespace) -> int:
     from gifee.store.server import ServerConfig, default_workers, serve
 
     peer_urls = args.initial_advertise_peer_urls or args.listen_peer_urls
+    try:
+        initial_cluster = _initial_cluster(args.initial_cluster) or None
+    except ValueError as e:
+        print(f"gifee store: {e}", file=sys.stderr)
+        return 2
+    server_ssl, client_ssl = _peer_tls(args)
     store = StoreConfig(
         name=args.name,
         data_dir=args.data_dir or f"{args.name}.etcd",
         client_urls=args.advertise_client_urls or args.listen_client_urls,
         peer_urls=peer_urls,
+        listen_peer_urls=args.listen_peer_urls,
+        initial_cluster=initial_cluster,
+        initial_cluster_state=args.initial_cluster_state,
+        heartbeat_ms=args.heartbeat_interval,
+        election_ms=args.election_timeout,
+        peer_server_ssl=server_ssl,
+        peer_client_ssl=client_ssl,
         cluster_token=args.initial_cluster_token,
         quota_bytes=args.quota_backend_bytes or DEFAULT_QUOTA_BYTES,
         max_request_bytes=args.max_request_bytes,

@@ -448,7 +448,7 @@ class Store:
         peers = {m.id: m.peer_urls for m in self.sm.membership.members.values() if m.id != self.member_id}
         if joining is not None:
             peers.update({m.id: m.peer_urls for m in joining if m.id != self.member_id})
-        if cfg.listen_peer_urls and (peers or len(initial) > 1 or joining is not None):
+        if cfg.listen_peer_urls:
             await self._start_transport(peers)
         log.info(
             "store %s (member %x, cluster %x) started: revision %d, applied index %d, term %d, %d leases",
@@ -477,6 +477,8 @@ class Store:
             members_json=self._members_json,
             server_ssl=self.config.peer_server_ssl,
             client_ssl=self.config.peer_client_ssl,
+            is_removed=lambda mid: mid in self.sm.membership.removed,
+            on_removed=self._removed,
         )
         await transport.start(self.config.listen_peer_urls)
         for mid, urls in peers.items():
@@ -748,7 +750,14 @@ class Store:
         if self._entries_since_snapshot >= self.config.snapshot_count or self._defrag_waiters:
             self._write_snapshot(reset_wal=bool(self._defrag_waiters))
         if self.raft.removed and self.failed is None:
-            self._fatal(RuntimeError("the member has been permanently removed from the cluster"))
+            self._removed()
+
+    def _removed(self) -> None:
+        """This member was removed: answer what is in flight, then stop, as etcd does."""
+        if self.failed is None and not self._closed:
+            log.warning("the member has been permanently removed from the cluster")
+            exc = RuntimeError("the member has been permanently removed from the cluster")
+            asyncio.get_running_loop().call_later(0.5, self._fatal, exc)
 
     def _membership_changed(self, cc: ConfChange) -> None:
         if self.transport is None or cc.node_id == self.member_id:

@@ -105,6 +105,8 @@ ERROR_CLUSTER_MISMATCH = 2
 ERROR_WRONG_MEMBER = 3
 ERROR_PROTOCOL_VERSION = 4
 ERROR_UNAVAILABLE = 5
+ERROR_REMOVED = 6  # the dialling member was removed from the cluster: it must stop
+REMOVED_TEXT = "the member has been permanently removed from the cluster"
 
 MAX_HANDSHAKE_FRAME = 64 * 1024
 MAX_MEMBERS_FRAME = 64 * 1024 * 1024
@@ -395,6 +397,11 @@ class _Peer:
         for url in list(self.urls):
             try:
                 reader, writer = await asyncio.wait_for(self._dial_one(url), self.transport.dial_timeout)
+            except PeerRefusedError as e:
+                if e.code == ERROR_REMOVED:
+                    self.transport._removed()
+                errors.append(f"{url}: {e}")
+                continue
             except (OSError, EOFError, PeerProtocolError, ValueError) as e:
                 errors.append(f"{url}: {e!r}" if isinstance(e, TimeoutError) else f"{url}: {e}")
                 continue
@@ -439,7 +446,10 @@ class _Peer:
                     self.transport._report_snapshot(self.unacked.popleft(), True)
                     continue
                 if kind == KIND_ERROR:
-                    log.warning("member %x closed our connection: %s", self.id, _parse_error(payload).message)
+                    refused = _parse_error(payload)
+                    log.warning("member %x closed our connection: %s", self.id, refused)
+                    if refused.code == ERROR_REMOVED:
+                        self.transport._removed()
                 else:
                     log.warning("member %x sent an unexpected frame of kind %d", self.id, kind)
                 return
@@ -519,6 +529,8 @@ class PeerTransport:
         max_queue_messages: int = MAX_QUEUE_MESSAGES,
         max_queue_bytes: int = MAX_QUEUE_BYTES,
         dial_timeout: float = DIAL_TIMEOUT,
+        is_removed: Callable[[int], bool] = lambda member_id: False,
+        on_removed: Callable[[], None] = lambda: None,
     ) -> None:
         if not member_id:
             raise ValueError("member id must not be 0")
@@ -533,6 +545,9 @@ class PeerTransport:
         self.max_queue_messages = max_queue_messages
         self.max_queue_bytes = max_queue_bytes
         self.dial_timeout = dial_timeout
+        # etcd answers a removed member's traffic with "removed", and that member then stops.
+        self.is_removed = is_removed
+        self.on_removed = on_removed
         self.stats = PeerStats()
         self.bound_urls: list[str] = []  # the URLs actually listened on (port 0 resolved)
         self._peers: dict[int, _Peer] = {}
@@ -745,7 +760,12 @@ class PeerTransport:
             return ERROR_WRONG_MEMBER, f"this is member {self.member_id:x}, not {hello.to_id:x}"
         if not hello.from_id or hello.from_id == self.member_id:
             return ERROR_WRONG_MEMBER, f"the peer cannot be member {hello.from_id:x}"
+        if self.is_removed(hello.from_id):
+            return ERROR_REMOVED, REMOVED_TEXT
         return None
+
+    def _removed(self) -> None:
+        asyncio.get_running_loop().call_soon(self.on_removed)
 
     async def _answer_members(self, writer: asyncio.StreamWriter) -> None:
         try:
@@ -774,6 +794,10 @@ class PeerTransport:
                     )
             stats.frames_received += 1
             stats.messages_received += len(messages)
+            if self.is_removed(from_id):
+                writer.write(_error_frame(ERROR_REMOVED, REMOVED_TEXT))
+                await _close_quietly(writer)
+                return
             if messages and not self._closed:
                 try:
                     self.on_messages(from_id, messages)
