@@ -67,6 +67,7 @@ class RaftNode:
         self.on_fatal = on_fatal
         self.failed: BaseException | None = None
         self._scheduled = False
+        self._synced_vote = (raft.term, raft.vote)
         self._ticker: asyncio.Task[None] | None = None
         self.metrics: dict[str, float] = {"wal_fsyncs": 0, "wal_fsync_seconds": 0.0, "messages_sent": 0}
 
@@ -127,10 +128,15 @@ class RaftNode:
                 self.storage.reset(raft.hard_state())
             if rd.entries or rd.hard_state is not None:
                 self.storage.save(rd.hard_state, rd.entries)
-                started = time.monotonic()
-                self.storage.sync()
-                self.metrics["wal_fsyncs"] += 1
-                self.metrics["wal_fsync_seconds"] += time.monotonic() - started
+                hs = rd.hard_state
+                # A commit index alone need not be durable (it is learned again from the leader, or
+                # recomputed by a lone member), so only entries, a new term or a vote cost an fsync.
+                if rd.entries or (hs is not None and (hs.term, hs.vote) != self._synced_vote):
+                    started = time.monotonic()
+                    self.storage.sync()
+                    self.metrics["wal_fsyncs"] += 1
+                    self.metrics["wal_fsync_seconds"] += time.monotonic() - started
+                    self._synced_vote = (raft.term, raft.vote)
             if rd.messages and self.transport is not None:
                 self._attach_snapshot_data(rd.messages)
                 self.transport.send(rd.messages)
