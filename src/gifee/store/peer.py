@@ -283,6 +283,7 @@ class _Peer:
         self.queued_bytes = 0
         self.queued_snapshots = 0
         self.inflight: list[_Payload] = []  # written, not yet known to be drained
+        self.idle_writer: asyncio.StreamWriter | None = None  # the connection, while its pump waits
         self.unacked: deque[int] = deque()  # SNAPSHOT messages written, receipt not yet acknowledged
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -295,7 +296,7 @@ class _Peer:
 
     # -- called by send() on the loop
 
-    def enqueue(self, messages: list[Message], unreachable: set[int]) -> None:
+    def enqueue(self, messages: list[Message], unreachable: set[int], immediate: bool = False) -> None:
         t = self.transport
         loop = asyncio.get_running_loop()
         if loop.time() < self.down_until:
@@ -342,6 +343,19 @@ class _Peer:
             else:
                 self.queued_bytes += len(data)
             added = True
+        idle = self.idle_writer
+        if (
+            added
+            and immediate
+            and idle is not None
+            and not self.queued_snapshots
+            and idle.transport.get_write_buffer_size() < WRITE_HIGH_WATER
+        ):
+            # The connection is idle: write at once, so the bytes leave before the caller goes on
+            # (the leader sends its appends, then fsyncs while they travel).
+            self._write(idle)
+            self.inflight = []
+            return
         if added:
             if self.task is None or self.task.done():
                 self.task = loop.create_task(self._run(), name=f"peer-{self.id:x}")
@@ -459,27 +473,34 @@ class _Peer:
             self.wake.set()
 
     async def _pump(self, writer: asyncio.StreamWriter, watcher: asyncio.Task[None]) -> None:
-        t = self.transport
-        stats = t.stats
         while True:
             if watcher.done():
                 raise ConnectionResetError("closed by the peer")
             if not self.queue:
-                await self.wake.wait()
+                self.idle_writer = writer
+                try:
+                    await self.wake.wait()
+                finally:
+                    self.idle_writer = None
                 self.wake.clear()
                 continue
-            payloads, self.queue = self.queue, []
-            self.inflight = payloads
-            self.queued_messages = self.queued_bytes = self.queued_snapshots = 0
-            frames, snapshots = _write_payloads(writer, payloads)
-            if snapshots:
-                self.unacked.extend(p.snapshot_to for p in payloads if p.snapshot_to)
-            stats.writes += 1
-            stats.frames_sent += frames
-            stats.messages_sent += sum(p.messages for p in payloads)
-            stats.bytes_sent += sum(len(p.data) for p in payloads) + HEADER.size * frames
+            self._write(writer)
             await writer.drain()
             self.inflight = []
+
+    def _write(self, writer: asyncio.StreamWriter) -> None:
+        """Write everything queued as frames; `inflight` holds it until the caller knows it drained."""
+        stats = self.transport.stats
+        payloads, self.queue = self.queue, []
+        self.inflight = payloads
+        self.queued_messages = self.queued_bytes = self.queued_snapshots = 0
+        frames, snapshots = _write_payloads(writer, payloads)
+        if snapshots:
+            self.unacked.extend(p.snapshot_to for p in payloads if p.snapshot_to)
+        stats.writes += 1
+        stats.frames_sent += frames
+        stats.messages_sent += sum(p.messages for p in payloads)
+        stats.bytes_sent += sum(len(p.data) for p in payloads) + HEADER.size * frames
 
     def _failed(self, reason: str) -> None:
         t = self.transport
@@ -626,8 +647,13 @@ class PeerTransport:
 
     # -- sending
 
-    def send(self, messages: list[Message]) -> None:
-        """Queue messages for their recipients; never blocks, never raises (see the module's rules)."""
+    def send(self, messages: list[Message], immediate: bool = False) -> None:
+        """Queue messages for their recipients; never blocks, never raises (see the module's rules).
+
+        `immediate` writes them to an idle connection at once instead of at the pump's next
+        turn (no coalescing with later sends): for a caller about to block, like a leader that
+        sends its appends and then fsyncs.
+        """
         unreachable: set[int] = set()
         try:
             if self._closed:
@@ -653,7 +679,7 @@ class PeerTransport:
                         if m.type == _SNAPSHOT:
                             self._report_snapshot(to, False)
                     continue
-                peer.enqueue(group, unreachable)
+                peer.enqueue(group, unreachable, immediate)
         except Exception:
             log.exception("peer transport: send failed")
         for member in unreachable:

@@ -28,6 +28,7 @@ from gifee.store.raft.types import (
     MessageType,
     ProposalDropped,
     ReadState,
+    Role,
     Snapshot,
     SoftState,
 )
@@ -45,7 +46,7 @@ class Application(Protocol):
 
 
 class Transport(Protocol):
-    def send(self, messages: list[Message]) -> None: ...
+    def send(self, messages: list[Message], immediate: bool = False) -> None: ...
 
 
 class RaftNode:
@@ -126,27 +127,38 @@ class RaftNode:
             if rd.snapshot is not None:
                 self.app.install_snapshot(rd.snapshot)
                 self.storage.reset(raft.hard_state())
-            if rd.entries or rd.hard_state is not None:
+            hs = rd.hard_state
+            vote_changed = hs is not None and (hs.term, hs.vote) != self._synced_vote
+            # A leader may send before its own disk has the entries (Raft thesis §10.2.1): it counts
+            # itself toward a quorum only after `advance`. Its term and vote were synced when it
+            # campaigned; if they changed in this Ready, they go to disk first.
+            early = raft.role == Role.LEADER and not vote_changed and self.transport is not None
+            if early and rd.messages:
+                self._send(rd.messages, immediate=True)
+            if rd.entries or hs is not None:
                 self.storage.save(rd.hard_state, rd.entries)
-                hs = rd.hard_state
                 # A commit index alone need not be durable (it is learned again from the leader, or
                 # recomputed by a lone member), so only entries, a new term or a vote cost an fsync.
-                if rd.entries or (hs is not None and (hs.term, hs.vote) != self._synced_vote):
+                if rd.entries or vote_changed:
                     started = time.monotonic()
                     self.storage.sync()
                     self.metrics["wal_fsyncs"] += 1
                     self.metrics["wal_fsync_seconds"] += time.monotonic() - started
                     self._synced_vote = (raft.term, raft.vote)
-            if rd.messages and self.transport is not None:
-                self._attach_snapshot_data(rd.messages)
-                self.transport.send(rd.messages)
-                self.metrics["messages_sent"] += len(rd.messages)
+            if rd.messages and not early:
+                self._send(rd.messages)
             if rd.committed:
                 self.app.apply_committed(rd.committed)
             if rd.read_states:
                 self.app.on_read_states(rd.read_states)
             raft.advance(rd)
         self.app.after_ready()
+
+    def _send(self, messages: list[Message], immediate: bool = False) -> None:
+        if self.transport is not None:
+            self._attach_snapshot_data(messages)
+            self.transport.send(messages, immediate)
+            self.metrics["messages_sent"] += len(messages)
 
     def _attach_snapshot_data(self, messages: list[Message]) -> None:
         # The core knows a snapshot by its position only; its bytes are in the snapshot file.

@@ -40,6 +40,7 @@ class RaftStorage:
     def __init__(self, wal: WriteAheadLog, positions: dict[int, int]) -> None:
         self.wal = wal
         self._position = positions  # raft index -> WAL record number of the entry kept for it
+        self._last_entry = max(positions, default=0)
 
     @classmethod
     def open(cls, directory: Path, snapshot_index: int) -> tuple[RaftStorage, HardState, list[Entry]]:
@@ -78,13 +79,16 @@ class RaftStorage:
         """Append (not yet durable): entries first, then the hard state that may commit them."""
         next_seq = self.wal.last_index + 1
         records: list[tuple[int, bytes]] = []
+        if entries and entries[0].index <= self._last_entry:
+            # A conflicting suffix is replaced: forget where the cut-off entries were.
+            for stale in range(entries[-1].index + 1, self._last_entry + 1):
+                self._position.pop(stale, None)
         for e in entries:
             records.append((next_seq, encode_entry(e)))
             self._position[e.index] = next_seq
             next_seq += 1
         if entries:
-            for stale in [i for i in self._position if i > entries[-1].index]:
-                del self._position[stale]
+            self._last_entry = entries[-1].index
         if hard_state is not None:
             records.append((next_seq, encode_hard_state(hard_state)))
         self.wal.append(records)
@@ -105,6 +109,7 @@ class RaftStorage:
         """Drop the whole log (a leader's snapshot replaced it) and record the hard state."""
         self.wal.reset_to(self.wal.last_index + 1)
         self._position.clear()
+        self._last_entry = 0
         self.save(hard_state, [])
         self.wal.sync()
 
