@@ -1,9 +1,11 @@
-"""Run a store as a network server: gRPC on the client URLs, HTTP beside it.
+"""Run a store as a network server: gRPC and HTTP on the client URLs, HTTP beside them.
 
 The process shell. With `grpc_workers` > 0 (the default on a machine with
 several cores) this process is the core: it runs the store and the HTTP side,
-and starts worker processes that terminate gRPC on the client URLs and relay
-calls over a Unix socket (`ipc.py`, `worker.py`). With 0 it serves gRPC
+and starts worker processes that own the client URLs, terminate gRPC and
+relay calls over a Unix socket (`ipc.py`, `worker.py`); the HTTP/1.x
+connections they accept on the client URLs come back to this process as
+sockets (`clientport.py`). With 0 it owns the client URLs and serves gRPC
 itself. Either way it stops cleanly on SIGTERM/SIGINT.
 """
 
@@ -15,13 +17,15 @@ import logging
 import os
 import secrets
 import signal
+import socket
+import ssl
 import sys
 from dataclasses import dataclass, field
 
 import grpc
 from aiohttp import web
 
-from gifee.store import gateway, ipc
+from gifee.store import clientport, gateway, ipc
 from gifee.store.grpc_api import add_services
 from gifee.store.handlers import methods, receive_limit
 from gifee.store.listen import check_free, grpc_options_for, host_port
@@ -52,7 +56,13 @@ class StoreServer:
         self.config = config
         self.store = Store(config.store)
         self._grpc: grpc.aio.Server | None = None
+        self._name = f"gifee-store-{os.getpid()}-{secrets.token_hex(4)}"  # of private Unix sockets
+        self._ssl: ssl.SSLContext | None = None
+        self._client_http: web.AppRunner | None = None  # HTTP on the client URLs (and client-http URLs)
         self._http_runners: list[web.AppRunner] = []
+        self._http_tasks: set[asyncio.Task[None]] = set()
+        self._client_port: clientport.ClientPort | None = None
+        self._handoff: clientport.HandoffReceiver | None = None
         self._ipc_server: asyncio.AbstractServer | None = None
         self._workers: list[asyncio.subprocess.Process] = []
         self._worker_watch: asyncio.Task[None] | None = None
@@ -61,50 +71,87 @@ class StoreServer:
 
     async def start(self) -> None:
         cfg = self.config
-        for url in cfg.listen_client_urls:
+        http_urls = cfg.listen_client_http_urls + cfg.listen_metrics_urls
+        for url in cfg.listen_client_urls + http_urls:
             if url.startswith("https://") and not (cfg.cert_file and cfg.key_file):
                 raise ValueError(f"{url}: https needs --cert-file and --key-file")
+        if cfg.cert_file and cfg.key_file:
+            self._ssl = http_tls_context(cfg.cert_file, cfg.key_file)
+        for url in cfg.listen_client_urls:
+            check_free(url)
         await self.store.start()
+        await self._start_http()
         if cfg.grpc_workers > 0:
+            self._handoff = clientport.HandoffReceiver("\0" + self._name + "-http", self._take_http)
+            self._handoff.start()
             await self._start_workers()
         else:
             await self._start_grpc()
-        http_urls = cfg.listen_client_http_urls + cfg.listen_metrics_urls
-        for i, url in enumerate(http_urls):
-            host, port = host_port(url)
-            # etcd serves only /metrics and /health on its metrics URLs.
-            app = gateway.build_app(self.store, with_gateway=i < len(cfg.listen_client_http_urls))
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, host, port).start()
-            self._http_runners.append(runner)
         log.info("serving client requests on %s", ", ".join(cfg.listen_client_urls + http_urls))
+
+    async def _start_http(self) -> None:
+        """The HTTP side: on the client URLs (connections handed over), client-http and metrics URLs."""
+        cfg = self.config
+        # etcd serves only /metrics and /health on its metrics URLs.
+        runner = web.AppRunner(gateway.build_app(self.store), access_log=None)
+        await runner.setup()
+        self._client_http = runner
+        self._http_runners.append(runner)
+        for url in cfg.listen_client_http_urls:
+            await self._http_site(runner, url)
+        if cfg.listen_metrics_urls:
+            metrics = web.AppRunner(gateway.build_app(self.store, with_gateway=False), access_log=None)
+            await metrics.setup()
+            self._http_runners.append(metrics)
+            for url in cfg.listen_metrics_urls:
+                await self._http_site(metrics, url)
+
+    async def _http_site(self, runner: web.AppRunner, url: str) -> None:
+        host, port = host_port(url)
+        tls = self._ssl if url.startswith("https://") else None
+        await web.TCPSite(runner, host, port, ssl_context=tls).start()
+
+    def _take_http(self, sock: socket.socket, tls: bool) -> None:
+        """Serve an HTTP connection accepted on a client URL (by a worker or by this process)."""
+        task = asyncio.get_running_loop().create_task(self._serve_http(sock, tls))
+        self._http_tasks.add(task)
+        task.add_done_callback(self._http_tasks.discard)
+
+    async def _serve_http(self, sock: socket.socket, tls: bool) -> None:
+        runner = self._client_http
+        server = runner.server if runner is not None else None
+        if server is None or self._stopping or (tls and self._ssl is None):
+            sock.close()
+            return
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                server, sock, ssl=self._ssl if tls else None
+            )
+        except (Exception, asyncio.CancelledError) as e:  # a failed TLS handshake, a reset
+            log.debug("HTTP connection on the client port failed: %s", e)
+            sock.close()
+            if isinstance(e, asyncio.CancelledError):
+                raise
 
     async def _start_grpc(self) -> None:
         cfg = self.config
         server = grpc.aio.server(options=grpc_options_for(cfg.store.max_request_bytes))
         add_services(server, self.store)
-        credentials = None
-        if cfg.cert_file and cfg.key_file:
-            with open(cfg.key_file, "rb") as k, open(cfg.cert_file, "rb") as c:
-                credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
-        for url in cfg.listen_client_urls:
-            host, port = host_port(url)
-            check_free(url)
-            if url.startswith("https://") and credentials is not None:
-                server.add_secure_port(f"{host}:{port}", credentials)
-            else:
-                server.add_insecure_port(f"{host}:{port}")
+        plain, secure = clientport.add_private_ports(
+            server, self._name, cfg.listen_client_urls, cfg.cert_file, cfg.key_file
+        )
         await server.start()
         self._grpc = server
+        self._client_port = clientport.ClientPort(
+            cfg.listen_client_urls, grpc_plain=plain, grpc_tls=secure, on_http=self._take_http
+        )
+        self._client_port.start()
 
     async def _start_workers(self) -> None:
         cfg = self.config
-        for url in cfg.listen_client_urls:
-            check_free(url)
         table = methods(self.store)
         limit = receive_limit(cfg.store.max_request_bytes)
-        name = f"gifee-store-{os.getpid()}-{secrets.token_hex(4)}"
+        name = self._name
         loop = asyncio.get_running_loop()
         ready: list[asyncio.Future[None]] = []
 
@@ -135,9 +182,10 @@ class StoreServer:
         args = [
             sys.executable, "-m", "gifee.store.worker",
             "--core", self._core_address,
+            "--handoff", "@" + self._name + "-http",
             "--listen", ",".join(cfg.listen_client_urls),
             "--max-request-bytes", str(cfg.store.max_request_bytes),
-        ]
+        ]  # fmt: skip
         if cfg.cert_file and cfg.key_file:
             args += ["--cert-file", cfg.cert_file, "--key-file", cfg.key_file]
         return await asyncio.create_subprocess_exec(*args, stderr=asyncio.subprocess.PIPE)
@@ -152,13 +200,17 @@ class StoreServer:
                     if proc.stderr is not None:
                         with contextlib.suppress(Exception):
                             err = await asyncio.wait_for(proc.stderr.read(), 1.0)
-                    log.error("gRPC worker %d exited (%s); restarting: %s", proc.pid, proc.returncode, err[-500:])
+                    log.error(
+                        "gRPC worker %d exited (%s); restarting: %s", proc.pid, proc.returncode, err[-500:]
+                    )
                     self._workers[i] = await self._spawn_worker()
 
     async def stop(self) -> None:
         self._stopping = True
         if self._worker_watch is not None:
             self._worker_watch.cancel()
+        if self._client_port is not None:
+            self._client_port.close()
         for proc in self._workers:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -170,13 +222,25 @@ class StoreServer:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+        if self._handoff is not None:
+            self._handoff.close()
         if self._ipc_server is not None:
             self._ipc_server.close()
+        for task in list(self._http_tasks):
+            task.cancel()
         for runner in self._http_runners:
             await runner.cleanup()
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
         await self.store.close()
+
+
+def http_tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """TLS for the HTTP side. gRPC clients never reach it (`clientport` routes by ALPN), so HTTP/1.1 only."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 async def serve(config: ServerConfig) -> None:
@@ -203,4 +267,4 @@ async def serve(config: ServerConfig) -> None:
     log.info("shutting down")
     await server.stop()
     if fatal:
-        raise RuntimeError(f"storage failed: {fatal[0]}")
+        raise RuntimeError(f"stopped: {fatal[0]}")

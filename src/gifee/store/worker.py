@@ -1,10 +1,13 @@
 """A gRPC worker process of `gifee store`: terminates gRPC, forwards bytes to the core.
 
-Started by the core with the address of its Unix socket. It learns the method
-table from the core's HELLO frame, listens on the client URLs (sharing the
-port with its sibling workers through SO_REUSEPORT, which gRPC sets), and
-relays every call as frames (see `ipc.py`). It exits as soon as the core's
-socket closes, so a killed core never leaves workers answering for it.
+Started by the core with the addresses of its Unix sockets. It learns the
+method table from the core's HELLO frame, listens on the client URLs (sharing
+the port with its sibling workers through SO_REUSEPORT) and routes each
+connection by its first bytes (`clientport.py`): gRPC connections are relayed
+to its own gRPC server, which listens only on private Unix sockets; HTTP/1.x
+connections are passed, unread, to the core. It relays every gRPC call to the
+core as frames (see `ipc.py`). It exits as soon as the core's socket closes,
+so a killed core never leaves workers answering for it.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from typing import Any
 
 import grpc
 
-from gifee.store import ipc
+from gifee.store import clientport, ipc
 from gifee.store.handlers import SERVER_STREAM, UNARY
-from gifee.store.listen import grpc_options_for, host_port
+from gifee.store.listen import grpc_options_for
 
 
 class CoreLink(asyncio.Protocol):
@@ -187,25 +190,26 @@ def _handlers(link: CoreLink, table: list[list[str]]) -> list[grpc.GenericRpcHan
     return [grpc.method_handlers_generic_handler(s, m) for s, m in services.items()]
 
 
-async def serve(core_address: str, urls: list[str], max_request_bytes: int, cert: str, key: str) -> None:
+def _unix_address(address: str) -> str:
     # "@name" is a Linux abstract socket; a NUL byte cannot travel in argv.
-    address = "\0" + core_address[1:] if core_address.startswith("@") else core_address
+    return "\0" + address[1:] if address.startswith("@") else address
+
+
+async def serve(
+    core_address: str, handoff_address: str, urls: list[str], max_request_bytes: int, cert: str, key: str
+) -> None:
     loop = asyncio.get_running_loop()
-    _, link = await loop.create_unix_connection(CoreLink, address)
+    _, link = await loop.create_unix_connection(CoreLink, _unix_address(core_address))
     table = await link.table
     server = grpc.aio.server(options=grpc_options_for(max_request_bytes))
     server.add_generic_rpc_handlers(_handlers(link, table))
-    credentials = None
-    if cert and key:
-        with open(key, "rb") as k, open(cert, "rb") as c:
-            credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
-    for url in urls:
-        host, port = host_port(url)
-        if url.startswith("https://") and credentials is not None:
-            server.add_secure_port(f"{host}:{port}", credentials)
-        else:
-            server.add_insecure_port(f"{host}:{port}")
+    name = f"{core_address.lstrip('@')}-w{os.getpid()}"
+    plain, secure = clientport.add_private_ports(server, name, urls, cert, key)
     await server.start()
+    handoff = clientport.HandoffSender(_unix_address(handoff_address))
+    await handoff.connect()
+    port = clientport.ClientPort(urls, grpc_plain=plain, grpc_tls=secure, on_http=handoff.send)
+    port.start()
     link.send(ipc.HELLO, 0)  # tells the core this worker listens
     await link.closed
     # The core is gone: leave at once, without finishing calls on its behalf.
@@ -222,6 +226,7 @@ def _die_with_parent() -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gifee-store-worker")
     p.add_argument("--core", required=True)
+    p.add_argument("--handoff", required=True)
     p.add_argument("--listen", required=True)
     p.add_argument("--max-request-bytes", type=int, required=True)
     p.add_argument("--cert-file", default="")
@@ -230,7 +235,16 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the core decides when workers stop
     try:
-        asyncio.run(serve(args.core, args.listen.split(","), args.max_request_bytes, args.cert_file, args.key_file))
+        asyncio.run(
+            serve(
+                args.core,
+                args.handoff,
+                args.listen.split(","),
+                args.max_request_bytes,
+                args.cert_file,
+                args.key_file,
+            )
+        )
     except Exception as e:
         print(f"gifee store worker: {e}", file=sys.stderr)
         return 1

@@ -1,0 +1,638 @@
+"""The client port: gRPC and HTTP/1.x on one listener, as etcd serves them (cmux).
+
+etcd answers `curl http://host:2379/health` and gRPC on the same port: it looks
+at each connection's first bytes and hands the connection to its gRPC or its
+HTTP server. Python's gRPC server cannot take over an accepted connection, so
+gifee does it this way:
+
+* The process that owns the client port (each gRPC worker, or the core with
+  `--grpc-workers 0`) accepts the connections itself (SO_REUSEPORT, so the
+  workers share the port) and peeks at the first bytes without reading them
+  (MSG_PEEK). Its gRPC server listens only on private Unix sockets.
+* A connection that starts with the HTTP/2 client preface is gRPC: its bytes
+  are relayed both ways between the client and the private gRPC socket
+  (`Relay`: each read is sent on at once; when the receiver is slow, the
+  relay stops reading from the sender until the rest is sent).
+* Anything else is HTTP/1.x: the socket itself, unread, goes to the core's
+  HTTP server (`gateway.py`); a worker passes it over a Unix socket
+  (SCM_RIGHTS, `HandoffSender` -> `HandoffReceiver`), so HTTP costs no relay.
+* On https URLs the first bytes are a TLS ClientHello. etcd terminates TLS
+  first and then looks inside; gifee keeps TLS in gRPC's C core and routes by
+  the ALPN protocols the client offers: a client offering "h2" but not
+  "http/1.1" (every gRPC client: grpc-go offers only h2, gRPC's C core
+  grpc-exp and h2) is relayed, still encrypted, to the private TLS gRPC
+  socket; anything else (curl, browsers, no ALPN) goes to the core's HTTP
+  server, which does the TLS handshake and speaks HTTP/1.1.
+
+`classify_plain` and `classify_tls` are the pure rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from typing import Literal
+
+import grpc
+
+from gifee.store.listen import host_port
+
+log = logging.getLogger("gifee.store.clientport")
+
+Kind = Literal["grpc", "http"]
+GRPC: Kind = "grpc"
+HTTP: Kind = "http"
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 3.4: every HTTP/2 client sends this first
+MAX_HELLO = 64 * 1024  # a ClientHello longer than this is not parsed (routed as HTTP)
+
+# A connection that has not said enough to be routed within this time is closed
+# (gRPC's own server allows a new connection 120 s for its handshake).
+SNIFF_TIMEOUT = 60.0
+_POLL_FIRST = 0.002  # re-peek delay when the first bytes were not enough (doubles, up to _POLL_MAX)
+_POLL_MAX = 0.1
+_ACCEPT_BATCH = 64
+_ACCEPT_PAUSE = 1.0  # after EMFILE and the like, as asyncio's own servers do
+_HANDOFF_QUEUE = 1024
+RELAY_BUFFER = 64 * 1024  # bytes read at most at once, per side of a relayed connection
+
+
+# --------------------------------------------------------------------------- routing rules
+
+
+def classify_plain(data: bytes) -> Kind | None:
+    """gRPC when the bytes start with the HTTP/2 preface, HTTP as soon as they cannot; else None."""
+    n = min(len(data), len(PREFACE))
+    if data[:n] != PREFACE[:n]:
+        return HTTP
+    return GRPC if n == len(PREFACE) else None
+
+
+def classify_tls(data: bytes) -> Kind | None:
+    """gRPC when the ClientHello offers h2 and not http/1.1; None until the ClientHello is complete."""
+    offered = offered_alpn(data)
+    if offered is None:
+        return HTTP if len(data) >= MAX_HELLO else None
+    return GRPC if b"h2" in offered and b"http/1.1" not in offered else HTTP
+
+
+def offered_alpn(data: bytes) -> list[bytes] | None:
+    """The ALPN protocols of the TLS ClientHello at the start of `data`.
+
+    None while the ClientHello is incomplete; [] when the bytes are not a
+    well-formed ClientHello or it has no ALPN extension.
+    """
+    handshake = bytearray()
+    pos = 0
+    while True:
+        if len(data) - pos < 5:
+            return None
+        if data[pos] != 22:  # not a handshake record
+            return []
+        length = int.from_bytes(data[pos + 3 : pos + 5], "big")
+        if len(data) - pos - 5 < length:
+            return None
+        handshake += data[pos + 5 : pos + 5 + length]
+        pos += 5 + length
+        if len(handshake) >= 4:
+            if handshake[0] != 1:  # not a ClientHello
+                return []
+            end = 4 + int.from_bytes(handshake[1:4], "big")
+            if len(handshake) >= end:
+                try:
+                    return _alpn_of_client_hello(bytes(handshake[4:end]))
+                except (IndexError, ValueError):
+                    return []
+
+
+def _alpn_of_client_hello(body: bytes) -> list[bytes]:
+    pos = 2 + 32  # client_version, random
+    pos += 1 + body[pos]  # session_id
+    pos += 2 + int.from_bytes(body[pos : pos + 2], "big")  # cipher_suites
+    pos += 1 + body[pos]  # compression_methods
+    if pos >= len(body):
+        return []  # no extensions
+    end = pos + 2 + int.from_bytes(body[pos : pos + 2], "big")
+    pos += 2
+    if end > len(body):
+        raise ValueError("extensions overrun the ClientHello")
+    while pos + 4 <= end:
+        ext_type = int.from_bytes(body[pos : pos + 2], "big")
+        ext_len = int.from_bytes(body[pos + 2 : pos + 4], "big")
+        pos += 4
+        if pos + ext_len > end:
+            raise ValueError("extension overruns the ClientHello")
+        if ext_type == 16:  # application_layer_protocol_negotiation
+            ext = body[pos : pos + ext_len]
+            names: list[bytes] = []
+            i = 2
+            stop = 2 + int.from_bytes(ext[0:2], "big")
+            while i < stop and i < len(ext):
+                n = ext[i]
+                names.append(ext[i + 1 : i + 1 + n])
+                i += 1 + n
+            return names
+        pos += ext_len
+    return []
+
+
+# --------------------------------------------------------------------------- the relay
+
+
+class _Direction:
+    """Bytes from one socket to the other: read into one buffer, sent on from it at once."""
+
+    __slots__ = ("_relay", "_loop", "_src", "_dst", "_buf", "_view", "_pending", "_reading", "_eof")
+
+    def __init__(self, relay: Relay, src: socket.socket, dst: socket.socket) -> None:
+        self._relay = relay
+        self._loop = relay.loop
+        self._src = src
+        self._dst = dst
+        self._buf = bytearray(RELAY_BUFFER)
+        self._view = memoryview(self._buf)
+        self._pending: memoryview | None = None  # read but not yet sent
+        self._reading = False
+        self._eof = False
+
+    def start(self) -> None:
+        self._reading = True
+        self._loop.add_reader(self._src.fileno(), self._readable)
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._src.fileno())
+
+    def _readable(self) -> None:
+        try:
+            n = self._src.recv_into(self._buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._relay.close()
+            return
+        if not n:
+            self._eof = True
+            self._stop_reading()
+            self._end()
+            return
+        try:
+            sent = self._dst.send(self._view[:n])
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._relay.close()
+            return
+        if sent < n:
+            # The receiver is slower than the sender: hold the rest and stop reading until it is sent.
+            self._pending = memoryview(bytes(self._view[sent:n]))
+            self._stop_reading()
+            self._loop.add_writer(self._dst.fileno(), self._writable)
+
+    def _writable(self) -> None:
+        pending = self._pending
+        assert pending is not None
+        try:
+            sent = self._dst.send(pending)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._relay.close()
+            return
+        if sent < len(pending):
+            self._pending = pending[sent:]
+            return
+        self._pending = None
+        self._loop.remove_writer(self._dst.fileno())
+        if self._eof:
+            self._end()
+        else:
+            self.start()
+
+    def _end(self) -> None:
+        """The source has finished: pass the end on (a half-close) once everything is sent."""
+        if self._pending is not None:
+            return
+        with contextlib.suppress(OSError):
+            self._dst.shutdown(socket.SHUT_WR)
+        self._relay.direction_done()
+
+    def stop(self) -> None:
+        self._stop_reading()
+        if self._pending is not None:
+            self._pending = None
+            self._loop.remove_writer(self._dst.fileno())
+
+
+class Relay:
+    """A client connection joined to a Unix socket, bytes flowing both ways.
+
+    Plain readiness callbacks on the two sockets (recv_into a preallocated buffer,
+    send from it) rather than asyncio transports and protocols: this costs the
+    least CPU per relayed request of what was measured (see docs/ARCHITECTURE.md:
+    asyncio's `data_received` path allocates a 256 KiB bytes object for every read;
+    a BufferedProtocol avoids that but still costs more layers per read; os.splice
+    through pipes cost the same as this and needs four more descriptors).
+    """
+
+    def __init__(self, client: socket.socket, upstream: socket.socket, relays: set[Relay]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._client = client
+        self._upstream = upstream
+        self._relays = relays
+        self._to_upstream = _Direction(self, client, upstream)
+        self._to_client = _Direction(self, upstream, client)
+        self._done = 0
+        self._closed = False
+        relays.add(self)
+        self._to_upstream.start()
+        self._to_client.start()
+
+    def direction_done(self) -> None:
+        self._done += 1
+        if self._done == 2:
+            self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._relays.discard(self)
+        self._to_upstream.stop()
+        self._to_client.stop()
+        self._client.close()
+        self._upstream.close()
+
+
+async def relay(sock: socket.socket, address: str, relays: set[Relay]) -> None:
+    """Join an accepted client socket to the Unix socket `address`."""
+    loop = asyncio.get_running_loop()
+    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    upstream.setblocking(False)
+    try:
+        await loop.sock_connect(upstream, address)
+    except BaseException as e:
+        sock.close()
+        upstream.close()
+        if isinstance(e, OSError):
+            log.warning("cannot reach the gRPC server at %r: %s", address.lstrip("\0"), e)
+        if isinstance(e, Exception):
+            return
+        raise
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    Relay(sock, upstream, relays)
+
+
+# --------------------------------------------------------------------------- accepting and routing
+
+
+def listen_sockets(url: str) -> list[socket.socket]:
+    """Non-blocking listening sockets for a client URL, shared with sibling processes (SO_REUSEPORT)."""
+    host, port = host_port(url)
+    out: list[socket.socket] = []
+    seen: set[tuple[object, ...]] = set()
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            if (family, *address[:2]) in seen:
+                continue
+            seen.add((family, *address[:2]))
+            s = socket.socket(family, kind, proto)
+            out.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                s.bind(address)
+            except OSError as e:
+                raise OSError(e.errno, f"listen tcp {host}:{port}: bind: {e.strerror}") from None
+            s.listen(socket.SOMAXCONN)
+            s.setblocking(False)
+    except BaseException:
+        for s in out:
+            s.close()
+        raise
+    return out
+
+
+class ClientPort:
+    """Accepts connections on the client URLs and routes each by its first bytes.
+
+    `grpc_plain` / `grpc_tls`: the private Unix socket addresses ("\\0name" for an
+    abstract socket) of the gRPC server for http:// and https:// URLs.
+    `on_http(sock, tls)` takes over an HTTP connection's socket, nothing read from it yet.
+    """
+
+    def __init__(
+        self,
+        urls: list[str],
+        *,
+        grpc_plain: str | None,
+        grpc_tls: str | None,
+        on_http: Callable[[socket.socket, bool], None],
+        sniff_timeout: float = SNIFF_TIMEOUT,
+    ) -> None:
+        self._urls = urls
+        self._grpc = {False: grpc_plain, True: grpc_tls}
+        self._on_http = on_http
+        self._sniff_timeout = sniff_timeout
+        self._listeners: list[tuple[socket.socket, bool]] = []
+        self._sniffers: set[_Sniffer] = set()
+        self._relays: set[Relay] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop = asyncio.get_running_loop()
+        self._closed = False
+
+    def start(self) -> None:
+        try:
+            for url in self._urls:
+                tls = url.startswith("https://")
+                if self._grpc[tls] is None:
+                    raise ValueError(f"{url}: no gRPC server for {'https' if tls else 'http'} URLs")
+                for s in listen_sockets(url):
+                    self._listeners.append((s, tls))
+        except BaseException:
+            self.close()
+            raise
+        for s, tls in self._listeners:
+            self._loop.add_reader(s.fileno(), self._accept, s, tls)
+
+    def _accept(self, listener: socket.socket, tls: bool) -> None:
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                # Out of file descriptors or memory: stop accepting for a moment.
+                log.error("accept on the client port failed: %s", e)
+                self._loop.remove_reader(listener.fileno())
+                self._loop.call_later(_ACCEPT_PAUSE, self._resume_accept, listener, tls)
+                return
+            conn.setblocking(False)
+            _Sniffer(self, conn, tls).start()
+
+    def _resume_accept(self, listener: socket.socket, tls: bool) -> None:
+        if not self._closed and listener.fileno() >= 0:
+            self._loop.add_reader(listener.fileno(), self._accept, listener, tls)
+
+    def _route(self, sock: socket.socket, tls: bool, kind: Kind) -> None:
+        if self._closed:
+            sock.close()
+        elif kind == GRPC:
+            address = self._grpc[tls]
+            assert address is not None
+            task = self._loop.create_task(relay(sock, address, self._relays))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            try:
+                self._on_http(sock, tls)
+            except Exception:
+                log.exception("HTTP connection could not be handed over")
+                sock.close()
+
+    def close(self) -> None:
+        """Stop accepting; drop connections not yet routed and every relayed one."""
+        self._closed = True
+        for s, _ in self._listeners:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(s.fileno())
+            s.close()
+        self._listeners.clear()
+        for sniffer in list(self._sniffers):
+            sniffer.close()
+        for task in self._tasks:
+            task.cancel()
+        for r in list(self._relays):
+            r.close()
+
+
+class _Sniffer:
+    """Peeks at a new connection until its first bytes say where it goes."""
+
+    def __init__(self, port: ClientPort, sock: socket.socket, tls: bool) -> None:
+        self._port = port
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._tls = tls
+        self._loop = port._loop
+        self._delay = _POLL_FIRST
+        self._timer: asyncio.TimerHandle | None = None
+        self._poll: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._port._sniffers.add(self)
+        self._timer = self._loop.call_later(self._port._sniff_timeout, self.close)
+        self._loop.add_reader(self._fd, self._readable)
+
+    def _readable(self) -> None:
+        limit = MAX_HELLO if self._tls else len(PREFACE)
+        try:
+            data = self._sock.recv(limit, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if not data:  # closed before saying anything
+            self.close()
+            return
+        kind = classify_tls(data) if self._tls else classify_plain(data)
+        if kind is None:
+            # Part of the first message has arrived. Readiness is level-triggered and the
+            # bytes stay queued (peeked, not read), so look again a little later.
+            self._loop.remove_reader(self._fd)
+            self._poll = self._loop.call_later(self._delay, self._repeek)
+            self._delay = min(2 * self._delay, _POLL_MAX)
+            return
+        self._finish()
+        self._port._route(self._sock, self._tls, kind)
+
+    def _repeek(self) -> None:
+        self._poll = None
+        self._loop.add_reader(self._fd, self._readable)
+
+    def _finish(self) -> None:
+        self._port._sniffers.discard(self)
+        self._loop.remove_reader(self._fd)
+        for handle in (self._timer, self._poll):
+            if handle is not None:
+                handle.cancel()
+
+    def close(self) -> None:
+        self._finish()
+        self._sock.close()
+
+
+def add_private_ports(
+    server: grpc.aio.Server, name: str, urls: list[str], cert_file: str, key_file: str
+) -> tuple[str | None, str | None]:
+    """Make a gRPC server listen on private abstract Unix sockets, for `ClientPort` to relay to.
+
+    Returns the addresses for `ClientPort`: the plaintext one if some URL is
+    http://, the TLS one if some URL is https:// (None otherwise). Like the
+    core's IPC socket, they are reachable by local processes, as the client
+    port itself is.
+    """
+    plain = secure = None
+    if any(not url.startswith("https://") for url in urls):
+        server.add_insecure_port(f"unix-abstract:{name}-grpc")
+        plain = f"\0{name}-grpc"
+    if any(url.startswith("https://") for url in urls):
+        with open(key_file, "rb") as k, open(cert_file, "rb") as c:
+            credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
+        server.add_secure_port(f"unix-abstract:{name}-grpcs", credentials)
+        secure = f"\0{name}-grpcs"
+    return plain, secure
+
+
+# --------------------------------------------------------------------------- HTTP handoff to the core
+
+
+class HandoffSender:
+    """A worker's side: passes accepted HTTP sockets to the core (SCM_RIGHTS over SOCK_SEQPACKET)."""
+
+    def __init__(self, address: str) -> None:
+        self._address = address
+        self._sock: socket.socket | None = None
+        self._queue: collections.deque[tuple[socket.socket, bool]] = collections.deque()
+        self._loop = asyncio.get_running_loop()
+        self._waiting = False
+
+    async def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock.setblocking(False)
+        try:
+            await self._loop.sock_connect(sock, self._address)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+
+    def send(self, conn: socket.socket, tls: bool) -> None:
+        if self._sock is None or len(self._queue) >= _HANDOFF_QUEUE:
+            conn.close()
+            return
+        self._queue.append((conn, tls))
+        if not self._waiting:
+            self._flush()
+
+    def _flush(self) -> None:
+        sock = self._sock
+        while self._queue and sock is not None:
+            conn, tls = self._queue[0]
+            try:
+                socket.send_fds(sock, [b"t" if tls else b"p"], [conn.fileno()])
+            except (BlockingIOError, InterruptedError):
+                if not self._waiting:
+                    self._waiting = True
+                    self._loop.add_writer(sock.fileno(), self._writable)
+                return
+            except OSError as e:
+                log.error("cannot hand an HTTP connection to the core: %s", e)
+                self.close()
+                return
+            self._queue.popleft()
+            conn.close()  # the core holds its own descriptor now
+        if self._waiting and sock is not None:
+            self._waiting = False
+            self._loop.remove_writer(sock.fileno())
+
+    def _writable(self) -> None:
+        self._flush()
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            if self._waiting:
+                self._loop.remove_writer(sock.fileno())
+            sock.close()
+        while self._queue:
+            self._queue.popleft()[0].close()
+
+
+class HandoffReceiver:
+    """The core's side: receives the HTTP sockets its workers accepted and calls `on_http` with each."""
+
+    def __init__(self, address: str, on_http: Callable[[socket.socket, bool], None]) -> None:
+        self._address = address
+        self._on_http = on_http
+        self._loop = asyncio.get_running_loop()
+        self._listener: socket.socket | None = None
+        self._links: set[socket.socket] = set()
+
+    def start(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            s.bind(self._address)
+            s.listen(64)
+            s.setblocking(False)
+        except BaseException:
+            s.close()
+            raise
+        self._listener = s
+        self._loop.add_reader(s.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        try:
+            link, _ = self._listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            log.error("accept on the handoff socket failed: %s", e)
+            return
+        link.setblocking(False)
+        self._links.add(link)
+        self._loop.add_reader(link.fileno(), self._receive, link)
+
+    def _receive(self, link: socket.socket) -> None:
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                msg, fds, _flags, _ = socket.recv_fds(link, 16, 4, socket.MSG_CMSG_CLOEXEC)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                msg, fds = b"", []
+            if not msg and not fds:  # the worker is gone
+                self._drop(link)
+                return
+            for i, fd in enumerate(fds):
+                conn = socket.socket(fileno=fd)
+                if i > 0 or msg not in (b"p", b"t"):
+                    conn.close()  # never sent by a worker
+                    continue
+                conn.setblocking(False)
+                try:
+                    self._on_http(conn, msg == b"t")
+                except Exception:
+                    log.exception("HTTP connection could not be taken over")
+                    conn.close()
+
+    def _drop(self, link: socket.socket) -> None:
+        self._links.discard(link)
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(link.fileno())
+        link.close()
+
+    def close(self) -> None:
+        for link in list(self._links):
+            self._drop(link)
+        if self._listener is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
