@@ -191,31 +191,35 @@ async def test_mux_relays_grpc_and_hands_over_http_unread(
         assert sock.recv(1000) == request
 
 
-async def test_mux_relays_large_transfers_with_a_slow_reader(
+async def test_mux_relays_large_transfers_with_slow_readers(
     mux: tuple[int, list[tuple[socket.socket, bool]], ClientPort],
 ) -> None:
+    """Several connections at once, each with its own bytes: the relays share one read buffer."""
     port, _, _ = mux
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    block = os.urandom(1 << 20)
-    size = 8 * len(block)
 
-    async def send() -> None:
-        writer.write(PREFACE)
-        for _ in range(8):
-            writer.write(block)
-            await writer.drain()
+    async def transfer(blocks: int) -> None:
+        reader, writer = await asyncio.open_connection(LOOPBACK, port)
+        block = os.urandom(1 << 20)
 
-    sender = asyncio.create_task(send())
-    got = bytearray()
-    while len(got) < size + len(PREFACE):
-        chunk = await asyncio.wait_for(reader.read(65536), STEP)
-        assert chunk
-        got += chunk
-        if len(got) < 2 << 20:
-            await asyncio.sleep(0.001)  # read slowly at first: the relay must hold back, not buffer all
-    await sender
-    assert bytes(got) == PREFACE + block * 8
-    writer.close()
+        async def send() -> None:
+            writer.write(PREFACE)
+            for _ in range(blocks):
+                writer.write(block)
+                await writer.drain()
+
+        sender = asyncio.create_task(send())
+        got = bytearray()
+        while len(got) < blocks * len(block) + len(PREFACE):
+            chunk = await asyncio.wait_for(reader.read(65536), STEP)
+            assert chunk
+            got += chunk
+            if len(got) < 2 << 20:
+                await asyncio.sleep(0.001)  # read slowly at first: the relay must hold back
+        await sender
+        assert bytes(got) == PREFACE + block * blocks
+        writer.close()
+
+    await asyncio.wait_for(asyncio.gather(transfer(6), transfer(4), transfer(5)), 60)
 
 
 async def test_mux_closes_silent_and_half_sent_connections(

@@ -34,6 +34,7 @@ import collections
 import contextlib
 import errno
 import logging
+import resource
 import socket
 from collections.abc import Callable
 from typing import Literal
@@ -59,7 +60,7 @@ _POLL_MAX = 0.1
 _ACCEPT_BATCH = 64
 _ACCEPT_PAUSE = 1.0  # after EMFILE and the like, as asyncio's own servers do
 _HANDOFF_QUEUE = 1024
-RELAY_BUFFER = 64 * 1024  # bytes read at most at once, per side of a relayed connection
+RELAY_BUFFER = 256 * 1024  # bytes read at most at once; one buffer per process, shared by all relays
 
 
 # --------------------------------------------------------------------------- routing rules
@@ -149,13 +150,15 @@ class _Direction:
 
     __slots__ = ("_relay", "_loop", "_src", "_dst", "_buf", "_view", "_pending", "_reading", "_eof")
 
-    def __init__(self, relay: Relay, src: socket.socket, dst: socket.socket) -> None:
+    def __init__(self, relay: Relay, src: socket.socket, dst: socket.socket, buf: bytearray) -> None:
         self._relay = relay
         self._loop = relay.loop
         self._src = src
         self._dst = dst
-        self._buf = bytearray(RELAY_BUFFER)
-        self._view = memoryview(self._buf)
+        # Shared by every relay of the process: each read is sent on (or its rest copied
+        # to `_pending`) before the callback returns, so no two reads ever overlap.
+        self._buf = buf
+        self._view = memoryview(buf)
         self._pending: memoryview | None = None  # read but not yet sent
         self._reading = False
         self._eof = False
@@ -241,13 +244,15 @@ class Relay:
     through pipes cost the same as this and needs four more descriptors).
     """
 
-    def __init__(self, client: socket.socket, upstream: socket.socket, relays: set[Relay]) -> None:
+    def __init__(
+        self, client: socket.socket, upstream: socket.socket, relays: set[Relay], buf: bytearray
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self._client = client
         self._upstream = upstream
         self._relays = relays
-        self._to_upstream = _Direction(self, client, upstream)
-        self._to_client = _Direction(self, upstream, client)
+        self._to_upstream = _Direction(self, client, upstream, buf)
+        self._to_client = _Direction(self, upstream, client, buf)
         self._done = 0
         self._closed = False
         relays.add(self)
@@ -270,8 +275,8 @@ class Relay:
         self._upstream.close()
 
 
-async def relay(sock: socket.socket, address: str, relays: set[Relay]) -> None:
-    """Join an accepted client socket to the Unix socket `address`."""
+async def relay(sock: socket.socket, address: str, relays: set[Relay], buf: bytearray) -> None:
+    """Join an accepted client socket to the Unix socket `address` (`buf`: the shared read buffer)."""
     loop = asyncio.get_running_loop()
     upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     upstream.setblocking(False)
@@ -288,41 +293,65 @@ async def relay(sock: socket.socket, address: str, relays: set[Relay]) -> None:
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    Relay(sock, upstream, relays)
+    Relay(sock, upstream, relays, buf)
 
 
 # --------------------------------------------------------------------------- accepting and routing
 
 
 def listen_sockets(url: str) -> list[socket.socket]:
-    """Non-blocking listening sockets for a client URL, shared with sibling processes (SO_REUSEPORT)."""
+    """Non-blocking listening sockets for a client URL, shared with sibling processes (SO_REUSEPORT).
+
+    A name with several addresses (localhost: 127.0.0.1 and ::1) gets a socket on
+    each that the machine has; only if none can be bound is that an error.
+    """
     host, port = host_port(url)
     out: list[socket.socket] = []
-    seen: set[tuple[object, ...]] = set()
+    seen: set[tuple[int, str]] = set()
+    failure: OSError | None = None
     try:
         for family, kind, proto, _, address in socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         ):
-            if (family, *address[:2]) in seen:
+            if (family, str(address[0])) in seen:
                 continue
-            seen.add((family, *address[:2]))
+            seen.add((family, str(address[0])))
             s = socket.socket(family, kind, proto)
-            out.append(s)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 s.bind(address)
+                s.listen(socket.SOMAXCONN)
+                s.setblocking(False)
             except OSError as e:
-                raise OSError(e.errno, f"listen tcp {host}:{port}: bind: {e.strerror}") from None
-            s.listen(socket.SOMAXCONN)
-            s.setblocking(False)
+                s.close()
+                if e.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                    raise OSError(e.errno, f"listen tcp {host}:{port}: bind: {e.strerror}") from None
+                failure = e
+                continue
+            out.append(s)
     except BaseException:
         for s in out:
             s.close()
         raise
+    if not out:
+        reason = failure.strerror if failure is not None else "no address"
+        raise OSError(errno.EADDRNOTAVAIL, f"listen tcp {host}:{port}: {reason}")
     return out
+
+
+def raise_descriptor_limit() -> None:
+    """Raise the soft limit on open files to the hard one, as Go (and so etcd) does at start.
+
+    A relayed gRPC connection holds three descriptors in its worker (the client's,
+    the relay's end of the private socket and gRPC's), not one.
+    """
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class ClientPort:
@@ -349,6 +378,7 @@ class ClientPort:
         self._listeners: list[tuple[socket.socket, bool]] = []
         self._sniffers: set[_Sniffer] = set()
         self._relays: set[Relay] = set()
+        self._buffer = bytearray(RELAY_BUFFER)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
         self._closed = False
@@ -394,7 +424,7 @@ class ClientPort:
         elif kind == GRPC:
             address = self._grpc[tls]
             assert address is not None
-            task = self._loop.create_task(relay(sock, address, self._relays))
+            task = self._loop.create_task(relay(sock, address, self._relays, self._buffer))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:

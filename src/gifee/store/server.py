@@ -244,6 +244,7 @@ def http_tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
 
 
 async def serve(config: ServerConfig) -> None:
+    clientport.raise_descriptor_limit()
     # Handlers first: workers may answer clients before start() returns, and a
     # SIGTERM in that window must still stop everything cleanly.
     stop = asyncio.Event()

@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--key-file", default="")
     args = p.parse_args(argv)
     _die_with_parent()
+    clientport.raise_descriptor_limit()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the core decides when workers stop
     try:
         asyncio.run(
