@@ -124,7 +124,7 @@ def test_tls_routing_rule_fragmented_and_malformed() -> None:
 
 
 class _Echo(asyncio.Protocol):
-    """Stands in for the private gRPC server: echoes, and half-closes when the client does."""
+    """Stands in for the private gRPC server: echoes; half-closes when the client does; BYE closes."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -132,6 +132,8 @@ class _Echo(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.transport.write(data)
+        if data.endswith(b"BYE"):
+            self.transport.close()
 
     def eof_received(self) -> bool:
         self.transport.write_eof()
@@ -189,6 +191,21 @@ async def test_mux_relays_grpc_and_hands_over_http_unread(
         sock.setblocking(True)
         sock.settimeout(STEP)
         assert sock.recv(1000) == request
+
+
+async def test_mux_server_closing_ends_the_relay(
+    mux: tuple[int, list[tuple[socket.socket, bool]], ClientPort],
+) -> None:
+    port, _, cp = mux
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    writer.write(PREFACE + b"BYE")  # the "server" answers and closes; the client keeps its half open
+    assert await asyncio.wait_for(reader.read(), STEP) == PREFACE + b"BYE"
+    for _ in range(100):
+        if not cp._relays:
+            break
+        await asyncio.sleep(0.02)
+    assert not cp._relays
+    writer.close()
 
 
 async def test_mux_relays_large_transfers_with_slow_readers(

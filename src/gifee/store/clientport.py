@@ -224,7 +224,7 @@ class _Direction:
             return
         with contextlib.suppress(OSError):
             self._dst.shutdown(socket.SHUT_WR)
-        self._relay.direction_done()
+        self._relay.direction_done(self)
 
     def stop(self) -> None:
         self._stop_reading()
@@ -238,10 +238,11 @@ class Relay:
 
     Plain readiness callbacks on the two sockets (recv_into a preallocated buffer,
     send from it) rather than asyncio transports and protocols: this costs the
-    least CPU per relayed request of what was measured (see docs/ARCHITECTURE.md:
+    least CPU per relayed request of what was measured (benchmarks/README.md:
     asyncio's `data_received` path allocates a 256 KiB bytes object for every read;
     a BufferedProtocol avoids that but still costs more layers per read; os.splice
     through pipes cost the same as this and needs four more descriptors).
+    The client half-closing is passed on; the server closing ends the relay.
     """
 
     def __init__(
@@ -259,9 +260,11 @@ class Relay:
         self._to_upstream.start()
         self._to_client.start()
 
-    def direction_done(self) -> None:
+    def direction_done(self, direction: _Direction) -> None:
+        # The server closing ends the connection: a client that would keep its half
+        # open must not hold descriptors here that the server has let go of.
         self._done += 1
-        if self._done == 2:
+        if self._done == 2 or direction is self._to_client:
             self.close()
 
     def close(self) -> None:
