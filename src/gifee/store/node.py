@@ -442,9 +442,8 @@ class Store:
             # Alone: no one to wait for. Campaign now so writes (and the unapplied tail) go through at once.
             raft.campaign()
             self.raft_node.process()
-        now = time.monotonic()
         # Expiry times are not replicated state: after a restart every lease gets its full TTL again.
-        self._lease_expiry = {lid: now + lease.ttl for lid, lease in self.sm.leases.items()}
+        self.renew_all_leases()
         peers = {m.id: m.peer_urls for m in self.sm.membership.members.values() if m.id != self.member_id}
         if joining is not None:
             peers.update({m.id: m.peer_urls for m in joining if m.id != self.member_id})
@@ -725,11 +724,15 @@ class Store:
             if sent is not None:
                 self._reads_ready.append((rs.index, sent[1]))
 
+    def renew_all_leases(self) -> None:
+        """Every lease gets its full TTL from now (expiry times are not replicated state)."""
+        now = time.monotonic()
+        self._lease_expiry = {lid: now + lease.ttl for lid, lease in self.sm.leases.items()}
+
     def on_soft_state(self, soft: SoftState) -> None:
         if soft.role == Role.LEADER:
             # A new leader gives every lease a full TTL: it cannot know when the old leader last renewed them.
-            now = time.monotonic()
-            self._lease_expiry = {lid: now + lease.ttl for lid, lease in self.sm.leases.items()}
+            self.renew_all_leases()
             log.info("member %x became leader at term %d", self.member_id, self.raft.term)
         if soft.leader != 0 and self._pending:
             self._schedule_flush()

@@ -87,6 +87,8 @@ class StoreServer:
             await self._start_workers()
         else:
             await self._start_grpc()
+        # Clients could not keep their leases alive while we started: the TTLs run from now.
+        self.store.renew_all_leases()
         log.info("serving client requests on %s", ", ".join(cfg.listen_client_urls + http_urls))
 
     async def _start_http(self) -> None:
