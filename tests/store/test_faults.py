@@ -85,7 +85,8 @@ WATCH_KEY, WATCH_END = b"k", b"l"  # every workload key
 OP_TIMEOUT = 2.5
 WATCH_IDLE = 5.0  # a watch stream silent this long is abandoned for another member
 CHECK_TIMEOUT = 120.0
-MAX_CALLS = 15_000  # per test: bounds the checkers' work whatever the machine's speed
+MAX_CALLS = 40_000  # per test, during the faults: bounds the checkers' work whatever the machine's speed
+CALLS_AFTER_HEALING = 3_000  # and this many more once healed, so that progress after the faults shows
 
 MakeCluster = Callable[..., Cluster]
 
@@ -137,6 +138,7 @@ class Workload:
         self.channels: dict[str, grpc.aio.Channel] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.values = 0
+        self.limit = MAX_CALLS  # no new calls once this many were made
         self.serializable_clients: dict[int, Member] = {}  # client id -> the member it reads from
 
     def channel(self, endpoint: str) -> grpc.aio.Channel:
@@ -210,7 +212,7 @@ class Workload:
         known: dict[bytes, bytes | None] = {}
         position = cid
         while not self.stop.is_set():
-            if len(self.calls) >= MAX_CALLS:
+            if len(self.calls) >= self.limit:
                 await asyncio.sleep(0.1)
                 continue
             targets = self.endpoints()
@@ -659,7 +661,8 @@ async def run_workload(
             await asyncio.to_thread(nemesis.heal)
         await asyncio.to_thread(cluster.leader, None, 60.0)
         healed_at = time.monotonic()
-        nemesis.note("healed, leader agreed")
+        work.limit = len(work.calls) + CALLS_AFTER_HEALING
+        nemesis.note(f"healed, leader agreed; {len(work.calls)} calls so far")
         await asyncio.sleep(after)
         await work.stop_clients()
         revision = await asyncio.to_thread(cluster.wait_converged, None, 60.0)
