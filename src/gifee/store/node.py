@@ -346,6 +346,7 @@ class Store:
         self._reads_ready: list[tuple[int, list[asyncio.Future[None]]]] = []  # (index, futures)
         self._read_scheduled = False
         self._read_seq = 0
+        self._read_prefix = secrets.token_bytes(16)
         self._tasks: list[asyncio.Task[None]] = []
         self._lease_expiry: dict[int, float] = {}
         self._revoking: set[int] = set()
@@ -843,7 +844,9 @@ class Store:
             return
         batch, self._reads = self._reads, []
         self._read_seq += 1
-        ctx = self._read_seq.to_bytes(8, "big")
+        # Unique across members and restarts: the leader matches heartbeat answers to reads by it,
+        # so a late answer to someone else's read must never confirm this one.
+        ctx = self._read_prefix + self._read_seq.to_bytes(8, "big")
         try:
             self.raft.read_index(ctx)
         except ProposalDropped:
