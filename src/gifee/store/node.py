@@ -175,15 +175,7 @@ class WatchStream:
         sm = store.sm
         # Refused before an ID is taken, as etcd does.
         if req.range_end and req.range_end != b"\0" and req.key >= req.range_end:
-            self._enqueue(
-                rpc_pb2.WatchResponse(
-                    header=sm.header(),
-                    watch_id=-1,
-                    created=True,
-                    canceled=True,
-                    cancel_reason=errors.WATCH_RANGE_EMPTY,
-                )
-            )
+            self._refuse(errors.WATCH_RANGE_EMPTY)
             return
         watch_id = req.watch_id
         if watch_id == 0:
@@ -192,15 +184,7 @@ class WatchStream:
             watch_id = self._next_id
             self._next_id += 1
         elif watch_id in self._watchers:
-            self._enqueue(
-                rpc_pb2.WatchResponse(
-                    header=sm.header(),
-                    watch_id=-1,
-                    created=True,
-                    canceled=True,
-                    cancel_reason=errors.WATCH_DUPLICATE_ID,
-                )
-            )
+            self._refuse(errors.WATCH_DUPLICATE_ID)
             return
         start = req.start_revision if req.start_revision > 0 else sm.mvcc.revision + 1
         watcher = Watcher(watch_id, req, start, self)
@@ -221,6 +205,13 @@ class WatchStream:
         self._send_backlog(watcher, backlog)
         if req.progress_notify and self._progress_task is None:
             self._progress_task = asyncio.get_running_loop().create_task(self._progress_loop())
+
+    def _refuse(self, reason: str) -> None:
+        """A create request etcd refuses: created and canceled at once, with no watch ID."""
+        header = self._store.sm.header()
+        self._enqueue(
+            rpc_pb2.WatchResponse(header=header, watch_id=-1, created=True, canceled=True, cancel_reason=reason)
+        )
 
     def _enqueue(self, resp: rpc_pb2.WatchResponse) -> None:
         self._queued_bytes += resp.ByteSize()
