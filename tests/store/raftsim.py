@@ -35,7 +35,6 @@ from gifee.store.raft.core import Raft, RaftConfig, RestoredState, bootstrap_ent
 from gifee.store.raft.types import (
     ConfChange,
     ConfChangeType,
-    ConfState,
     Entry,
     EntryType,
     HardState,
@@ -538,5 +537,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-_ = ConfState  # re-exported for scenario tests

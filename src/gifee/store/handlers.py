@@ -122,18 +122,16 @@ def methods(store: Store) -> list[Method]:
         await store.defragment()
         return rpc_pb2.DefragmentResponse()  # etcd's Defragment answers without a header
 
-    async def member_list(_: rpc_pb2.MemberListRequest) -> rpc_pb2.MemberListResponse:
-        resp = await store.member_list()
-        resp.header.revision = 0  # the cluster service's header carries no revision in etcd
-        return resp
-
     def cluster(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         async def call(req: Any) -> Any:
             resp = await fn(req)
-            resp.header.revision = 0  # as member_list
+            resp.header.revision = 0  # the cluster service's header carries no revision in etcd
             return resp
 
         return call
+
+    async def member_list(_: rpc_pb2.MemberListRequest) -> rpc_pb2.MemberListResponse:
+        return await store.member_list()
 
     def as_client_error(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """v3lock and v3election run etcd's client recipes, whose errors reach the caller as UNKNOWN."""
@@ -208,7 +206,7 @@ def methods(store: Store) -> list[Method]:
             mt, "Snapshot", r.SnapshotRequest, r.SnapshotResponse, SERVER_STREAM, lambda _: store.snapshot()
         ),
         Method(mt, "MoveLeader", r.MoveLeaderRequest, r.MoveLeaderResponse, UNARY, store.move_leader),
-        Method(cl, "MemberList", r.MemberListRequest, r.MemberListResponse, UNARY, member_list),
+        Method(cl, "MemberList", r.MemberListRequest, r.MemberListResponse, UNARY, cluster(member_list)),
         Method(cl, "MemberAdd", r.MemberAddRequest, r.MemberAddResponse, UNARY, cluster(store.member_add)),
         Method(
             cl,

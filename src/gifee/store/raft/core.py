@@ -260,9 +260,6 @@ class Raft:
         self.log.compact(snapshot.meta)
         self._latest_snapshot = snapshot
 
-    def conf_state_at_applied(self) -> ConfState:
-        return self.conf
-
     # ------------------------------------------------------------ stepping
 
     def step(self, m: Message) -> None:

@@ -74,11 +74,6 @@ class RaftLog:
     def unstable(self) -> list[Entry]:
         return self.entries[self.stable - self.snapshot.index :]
 
-    def next_committed(self, max_bytes: int = 0) -> list[Entry]:
-        if self.committed <= self.applied:
-            return []
-        return self.slice(self.applied + 1, self.committed + 1, max_bytes)
-
     # ------------------------------------------------------------ changes
 
     def append(self, entries: list[Entry]) -> int:
