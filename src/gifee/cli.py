@@ -1,16 +1,26 @@
 """The `gifee` command: one entry point, one subcommand per part.
 
-Flags follow the tool a user already knows: `gifee store` takes etcd's.
+Flags follow the tool a user already knows: `gifee store` takes etcd's, `gifee run`
+rkt's. Each part other than the store contributes its subcommands from its own
+`gifee.<part>.commands` module, which must stay cheap to import (argparse only; the
+work imports lazily) so that `gifee run` starts fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import importlib.util
 import logging
+import os
 import ssl
 import sys
 from collections.abc import Sequence
+
+# Parts whose `commands` module adds subcommands, in the order `gifee --help` lists them.
+PART_COMMANDS = ("runtime", "image", "registry", "scan", "api", "agent")
+DEFAULT_DIR = "/var/lib/gifee"
 
 
 def _urls(value: str) -> list[str]:
@@ -149,8 +159,14 @@ def run_store(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gifee", description="Google's infrastructure for everyone else")
+    parser.add_argument("--dir", default=os.environ.get("GIFEE_DIR", DEFAULT_DIR),
+                        help="gifee's data directory: images, pods, trusted keys (like rkt's --dir; env GIFEE_DIR)")
     sub = parser.add_subparsers(dest="command", required=True)
     store_parser(sub)
+    for part in PART_COMMANDS:
+        name = f"gifee.{part}.commands"
+        if importlib.util.find_spec(f"gifee.{part}") is not None and importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).add_parsers(sub)
     args = parser.parse_args(argv)
     return int(args.run(args))
 
