@@ -1,0 +1,192 @@
+"""Resource limits for pods through cgroups, v1 (one hierarchy per controller) or v2.
+
+`limit_files` is the rule table: which file of which controller gets which value
+for a pod's Limits, with no I/O. `PodCgroup` is the thin shell that makes the
+directories, writes those files, moves a process in, reads the OOM-kill counter
+and removes the directories when the pod is gone.
+
+Every pod gets a cgroup under `gifee/<pod id>` in each controller it uses (cpu,
+memory, pids), even without limits: it is how the runtime counts a pod's processes,
+kills all of them at once, and tells an OOM kill from another SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from gifee.runtime.spec import Limits
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CONTROLLERS = ("cpu", "memory", "pids")
+CFS_PERIOD_US = 100_000
+
+
+class CgroupError(OSError):
+    pass
+
+
+def limit_files(limits: Limits, version: int) -> list[tuple[str, str, str]]:
+    """(controller, file, value) for each limit; the controller is "" under v2."""
+    files: list[tuple[str, str, str]] = []
+    if version == 1:
+        if limits.cpu_millis is not None:
+            files.append(("cpu", "cpu.cfs_period_us", str(CFS_PERIOD_US)))
+            files.append(("cpu", "cpu.cfs_quota_us", str(limits.cpu_millis * CFS_PERIOD_US // 1000)))
+        if limits.memory_bytes is not None:
+            files.append(("memory", "memory.limit_in_bytes", str(limits.memory_bytes)))
+            # Without this the pod would swap instead of being held to its limit.
+            files.append(("memory", "memory.swappiness", "0"))
+        if limits.pids is not None:
+            files.append(("pids", "pids.max", str(limits.pids)))
+    else:
+        if limits.cpu_millis is not None:
+            files.append(("", "cpu.max", f"{limits.cpu_millis * CFS_PERIOD_US // 1000} {CFS_PERIOD_US}"))
+        if limits.memory_bytes is not None:
+            files.append(("", "memory.max", str(limits.memory_bytes)))
+            files.append(("", "memory.swap.max", "0"))
+        if limits.pids is not None:
+            files.append(("", "pids.max", str(limits.pids)))
+    return files
+
+
+def parse_oom_kills(text: str) -> int:
+    """The `oom_kill` counter of memory.oom_control (v1) or memory.events (v2)."""
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill":
+            return int(value)
+    return 0
+
+
+def cgroup_version() -> int:
+    return 2 if (CGROUP_ROOT / "cgroup.controllers").exists() else 1
+
+
+def _v1_mounts() -> dict[str, Path]:
+    """Controller name -> mount point of its v1 hierarchy, from mountinfo."""
+    mounts: dict[str, Path] = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            fstype, options = fields[sep + 1], fields[sep + 3]
+            if fstype != "cgroup":
+                continue
+            for option in options.split(","):
+                if option in CONTROLLERS:
+                    mounts.setdefault(option, Path(fields[4]))
+    return mounts
+
+
+class PodCgroup:
+    """The cgroup directories of one pod."""
+
+    def __init__(self, pod_id: str, version: int | None = None) -> None:
+        self.pod_id = pod_id
+        self.version = version or cgroup_version()
+        if self.version == 1:
+            mounts = _v1_mounts()
+            missing = [c for c in CONTROLLERS if c not in mounts]
+            if missing:
+                raise CgroupError(errno.ENOENT, f"cgroup v1 controllers not mounted: {', '.join(missing)}")
+            self.dirs = {c: mounts[c] / "gifee" / pod_id for c in CONTROLLERS}
+        else:
+            self.dirs = {"": CGROUP_ROOT / "gifee" / pod_id}
+
+    def create(self, limits: Limits) -> None:
+        if self.version == 2:
+            self._enable_v2_controllers()
+        for path in self.dirs.values():
+            path.mkdir(parents=True, exist_ok=True)
+        for controller, name, value in limit_files(limits, self.version):
+            target = self.dirs[controller] / name
+            if name == "memory.swap.max" and not target.exists():
+                continue  # no swap accounting on this kernel: nothing to turn off
+            try:
+                target.write_text(value)
+            except OSError as e:
+                raise CgroupError(e.errno, f"cannot set {target} to {value}: {e.strerror}") from None
+
+    def _enable_v2_controllers(self) -> None:
+        parent = CGROUP_ROOT / "gifee"
+        parent.mkdir(exist_ok=True)
+        wanted = " ".join(f"+{c}" for c in CONTROLLERS)
+        for path in (CGROUP_ROOT, parent):
+            with contextlib.suppress(OSError):
+                (path / "cgroup.subtree_control").write_text(wanted)
+
+    def add_process(self, pid: int) -> None:
+        for path in self.dirs.values():
+            (path / "cgroup.procs").write_text(str(pid))
+
+    def pids(self) -> list[int]:
+        path = next(iter(self.dirs.values())) / "cgroup.procs"
+        try:
+            return [int(p) for p in path.read_text().split()]
+        except FileNotFoundError:
+            return []
+
+    def oom_kill_file(self) -> Path:
+        if self.version == 1:
+            return self.dirs["memory"] / "memory.oom_control"
+        return self.dirs[""] / "memory.events"
+
+    def oom_kills(self) -> int:
+        try:
+            return parse_oom_kills(self.oom_kill_file().read_text())
+        except FileNotFoundError:
+            return 0
+
+    def memory_usage(self) -> int:
+        name = "memory.usage_in_bytes" if self.version == 1 else "memory.current"
+        directory = self.dirs["memory" if self.version == 1 else ""]
+        try:
+            return int((directory / name).read_text())
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def kill_all(self) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def exists(self) -> bool:
+        return any(path.exists() for path in self.dirs.values())
+
+    def remove(self, timeout: float = 5.0) -> None:
+        """Kill what is left and remove the directories (a cgroup can only be
+        removed once its last process has been reaped)."""
+        deadline = time.monotonic() + timeout
+        for path in self.dirs.values():
+            while path.exists():
+                try:
+                    path.rmdir()
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise CgroupError(e.errno, f"cannot remove {path}: {e.strerror}") from None
+                    self.kill_all()
+                    time.sleep(0.02)
+
+
+def all_pod_cgroups() -> Iterator[str]:
+    """Pod ids that have a cgroup, whatever state their directories are in."""
+    version = cgroup_version()
+    if version == 1:
+        bases = [m / "gifee" for c, m in _v1_mounts().items()]
+    else:
+        bases = [CGROUP_ROOT / "gifee"]
+    seen: set[str] = set()
+    for base in bases:
+        if base.is_dir():
+            for child in base.iterdir():
+                if child.is_dir() and child.name not in seen:
+                    seen.add(child.name)
+                    yield child.name

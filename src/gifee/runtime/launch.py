@@ -1,0 +1,292 @@
+"""The launcher: from a PodSpec and unpacked image layers to a running pod.
+
+Process tree, and why (no daemon, no Python process left beside a pod):
+
+    gifee run (launcher) --fork--> child --unshare, fork--> pod's first process (PID 1 inside)
+                                   child --exec--> gifee-shim (waits, records the exit)
+
+The launcher makes the pod directory (holding its lock), the cgroup, and the pipes;
+the child joins the cgroup, detaches into a new session when the pod is detached,
+unshares the namespaces and forks the pod's first process (stage2.py), then becomes
+the shim. The launcher pins and attaches the pod's network, tells the first process
+to go, and learns from the error pipe whether the command started. Detached, it
+then exits; in the foreground, it waits for the shim and returns the pod's exit code.
+
+A launcher that dies half-way leaves a pod in prepare/ whose lock is held only if
+the shim is alive; the first process waits for the launcher's go and gives up when
+the launcher's end of the pipe closes, so nothing runs half set up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gifee.runtime import linux
+from gifee.runtime.cgroups import PodCgroup
+from gifee.runtime.pods import Pod, Pods
+from gifee.runtime.shimbin import shim_binary
+from gifee.runtime.spec import PodSpec
+
+
+class LaunchError(Exception):
+    pass
+
+
+def namespace_flags(spec: PodSpec) -> int:
+    flags = linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
+    if spec.net != "host":
+        flags |= linux.CLONE_NEWNET | linux.CLONE_NEWUTS
+    return flags
+
+
+def _read_all(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class Launcher:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.pods = Pods(data_dir / "pods")
+
+    def network(self) -> Any:
+        from gifee.runtime.network import PodNetwork
+
+        return PodNetwork(state_dir=self.data_dir / "net")
+
+    def launch(self, spec: PodSpec, layers: Sequence[Path], *, detach: bool,
+               on_started: Any = None) -> tuple[Pod, int | None]:
+        """Start the pod; returns it and, in the foreground, its exit code."""
+        shim = shim_binary(self.data_dir / "lib")
+        pod, lock_fd = self.pods.create()
+        cgroup = PodCgroup(pod.uuid)
+        started = False
+        fds: list[int] = []
+        try:
+            pod.write_json("pod.json", {"uuid": pod.uuid, "created": time.time(), "spec": spec.to_json(),
+                                        "layers": [str(p) for p in layers]})
+            for name in ("upper", "work", "rootfs"):
+                (pod.path / name).mkdir()
+            cgroup.create(spec.limits)
+            pid_r, pid_w = os.pipe()
+            go_r, go_w = os.pipe()
+            err_r, err_w = os.pipe()
+            fds += [pid_r, pid_w, go_r, go_w, err_r, err_w]
+            os.set_inheritable(lock_fd, True)
+            if spec.interactive:
+                stdio = (0, 1, 2)
+                out_r = out_w = errout_r = errout_w = log_fd = -1
+            else:
+                out_r, out_w = os.pipe()
+                errout_r, errout_w = os.pipe()
+                log_fd = os.open(pod.path / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+                null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+                stdio = (null, out_w, errout_w)
+                fds += [out_r, out_w, errout_r, errout_w, log_fd, null]
+            child = os.fork()
+            if child == 0:
+                self._child(spec, pod, layers, cgroup, shim, detach=detach, lock_fd=lock_fd,
+                            pid_w=pid_w, go_r=go_r, go_w=go_w, err_r=err_r, err_w=err_w, stdio=stdio,
+                            out_r=out_r, errout_r=errout_r, log_fd=log_fd, pid_r=pid_r)
+            _close(pid_w, go_r, err_w, out_w, errout_w, out_r, errout_r, log_fd)
+            _close(*[fd for fd in stdio if fd > 2])
+            fds = [pid_r, go_w, err_r]
+            data = _read_all(pid_r)
+            if not data:
+                raise LaunchError("the pod's launcher child failed before starting the pod")
+            first_pid = int(data)
+            (pod.path / "pid").write_text(str(first_pid))
+            pod_ip = self._attach_network(pod, spec, first_pid)
+            os.write(go_w, (pod_ip or "-").encode())
+            _close(go_w)
+            error = _read_all(err_r).decode(errors="replace")
+            if error:
+                os.waitpid(child, 0)
+                raise LaunchError(error.strip())
+            pod = self.pods.move(pod, "run")
+            started = True
+            pod.write_json("started", {"started": time.time()})
+            if on_started is not None:
+                on_started(pod)
+            if detach:
+                return pod, None
+            return pod, self._wait_foreground(pod, child, first_pid)
+        except BaseException:
+            if not started:
+                self._discard(pod, cgroup)
+            raise
+        finally:
+            _close(lock_fd, *fds)
+
+    def _child(self, spec: PodSpec, pod: Pod, layers: Sequence[Path], cgroup: PodCgroup, shim: Path, *,
+               detach: bool, lock_fd: int, pid_w: int, go_r: int, go_w: int, err_r: int, err_w: int,
+               stdio: tuple[int, int, int], out_r: int, errout_r: int, log_fd: int, pid_r: int) -> None:
+        """In the forked child; ends in exec of the shim or os._exit."""
+        try:
+            _close(pid_r, go_w, err_r)
+            if detach:
+                os.setsid()
+            cgroup.add_process(os.getpid())
+            linux.unshare(namespace_flags(spec))
+            first = os.fork()
+            if first == 0:
+                from gifee.runtime import stage2
+
+                _close(pid_w, lock_fd, out_r, errout_r, log_fd)
+                os.set_blocking(err_w, True)
+                fcntl_cloexec(err_w)
+                stage2.run(spec, rootfs=pod.path / "rootfs", layers=layers, upper=pod.path / "upper",
+                           work=pod.path / "work", go_fd=go_r, error_fd=err_w, stdio=stdio)
+                os._exit(126)
+            os.write(pid_w, str(first).encode())
+            _close(pid_w, go_r, err_w, *[fd for fd in stdio if fd > 2])
+            keep = [lock_fd, log_fd, out_r, errout_r]
+            for fd in keep:
+                if fd >= 0:
+                    os.set_inheritable(fd, True)
+            if detach:
+                null = os.open("/dev/null", os.O_RDWR)
+                for target in (0, 1, 2):
+                    os.dup2(null, target)
+            oom = str(cgroup.oom_kill_file())
+            os.execv(str(shim), [str(shim), str(lock_fd), str(first), oom, str(log_fd), str(out_r),
+                                 str(errout_r), "0" if detach or spec.interactive else "1"])
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                os.write(2, f"gifee: starting the pod failed: {e}\n".encode())
+            os._exit(125)
+
+    def _attach_network(self, pod: Pod, spec: PodSpec, first_pid: int) -> str | None:
+        if spec.net == "host":
+            return None
+        from gifee.runtime.network import PortMapping, pin_netns
+
+        netns = pod.path / "netns"
+        pin_netns(first_pid, netns)
+        net = self.network()
+        if spec.net == "none":
+            net.attach_loopback_only(netns)
+            return None
+        ports = [PortMapping(host_port=p.host_port, pod_port=p.pod_port, protocol=p.protocol, host_ip=p.host_ip)
+                 for p in spec.ports]
+        status = net.attach(pod.uuid, netns, ports=ports)
+        pod.write_json("net.json", status.to_dict())
+        return str(status.ip)
+
+    def _wait_foreground(self, pod: Pod, shim_pid: int, first_pid: int) -> int:
+        def forward(signum: int, _frame: Any) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(first_pid, signal.SIGKILL if signum == signal.SIGQUIT else signal.SIGTERM)
+
+        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        try:
+            while True:
+                try:
+                    _, status = os.waitpid(shim_pid, 0)
+                    break
+                except InterruptedError:
+                    continue
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+        record = pod.read_json("exit")
+        if record is not None:
+            return exit_code(record)
+        return os.waitstatus_to_exitcode(status) if status else 0
+
+    def _discard(self, pod: Pod, cgroup: PodCgroup) -> None:
+        """Undo a start that failed: nothing of the pod may stay behind."""
+        with contextlib.suppress(Exception):
+            cgroup.kill_all()
+        cleanup_pod(self, pod, cgroup)
+
+
+def fcntl_cloexec(fd: int) -> None:
+    os.set_inheritable(fd, False)
+
+
+def exit_code(record: dict[str, Any]) -> int:
+    if record.get("signal"):
+        return 128 + int(record["signal"])
+    return int(record.get("exit_code") or 0)
+
+
+def cleanup_pod(launcher: Launcher, pod: Pod, cgroup: PodCgroup | None = None) -> None:
+    """Release everything a pod holds outside its directory, then remove it:
+    network (address, port rules), pinned namespace, cgroup. Each step tolerates
+    having been done before, so an interrupted clean-up can simply run again."""
+    cgroup = cgroup or PodCgroup(pod.uuid)
+    errors: list[str] = []
+    netns = pod.path / "netns"
+    record = pod.read_json("pod.json") or {}
+    spec_data = record.get("spec") or {}
+    if spec_data.get("net", "host") != "host":
+        try:
+            from gifee.runtime.network import PortMapping, unpin_netns
+
+            if spec_data.get("net") == "default":
+                ports = [PortMapping(host_port=p["host_port"], pod_port=p["pod_port"], protocol=p["protocol"],
+                                     host_ip=p["host_ip"]) for p in spec_data.get("ports", [])]
+                launcher.network().detach(pod.uuid, netns, ports)
+            unpin_netns(netns)
+        except Exception as e:
+            errors.append(f"network: {e}")
+    try:
+        cgroup.remove()
+    except OSError as e:
+        errors.append(f"cgroup: {e}")
+    # The overlay was mounted in the pod's own mount namespace, gone with its processes.
+    launcher.pods.remove_tree(pod)
+    if errors:
+        print(f"gifee: pod {pod.uuid}: clean-up incomplete: {'; '.join(errors)}", file=sys.stderr)
+
+
+def describe(pod: Pod) -> dict[str, Any]:
+    """What `gifee status` and `gifee list` show of a pod."""
+    record = pod.read_json("pod.json") or {}
+    spec = record.get("spec") or {}
+    info: dict[str, Any] = {
+        "uuid": pod.uuid,
+        "state": pod.state,
+        "image": spec.get("image_name", ""),
+        "image_digest": spec.get("image_digest", ""),
+        "created": record.get("created"),
+        "pid": pod.pid,
+    }
+    started = pod.read_json("started")
+    if started:
+        info["started"] = started.get("started")
+    net = pod.read_json("net.json")
+    if net:
+        info["networks"] = {"default": net}
+    exit_record = pod.read_json("exit")
+    info["exited"] = info["state"] not in ("running", "preparing")
+    if exit_record is not None:
+        info["exit_code"] = exit_code(exit_record)
+        info["signal"] = exit_record.get("signal")
+        info["oom_killed"] = int(exit_record.get("oom_kills") or 0) > 0
+        info["finished"] = exit_record.get("finished_at")
+    return info
+
+
+def dumps(info: dict[str, Any]) -> str:
+    return json.dumps(info, indent=2, sort_keys=True)

@@ -1,0 +1,141 @@
+/*
+ * gifee-shim: the only process gifee keeps beside a running pod.
+ *
+ * A pod has no daemon and no Python process watching it (a Python interpreter
+ * costs ~10 MB resident; this costs a few hundred kB). The launcher forks the pod's
+ * first process, then execs this program in the parent, which
+ *   - holds the pod directory's lock (an inherited, flock-ed descriptor) for as long
+ *     as the pod lives, which is how other gifee commands know the pod is running;
+ *   - copies the pod's stdout and stderr, if given as pipes, to the pod's log file,
+ *     and to its own stdout/stderr when the pod runs in the foreground;
+ *   - waits for the pod's first process and writes its fate to `exit` in the pod
+ *     directory (temporary file, fsync, rename: readers see all of it or none):
+ *     exit code or signal, and the cgroup's OOM-kill counter;
+ *   - exits with the pod's exit code (128 + signal for a signal).
+ * It decides nothing else; all policy is in the Python launcher.
+ *
+ * Usage: gifee-shim POD_DIR_FD CHILD_PID OOM_FILE LOG_FD OUT_PIPE_FD ERR_PIPE_FD TEE
+ *   any *_FD may be -1; OOM_FILE may be "-"; TEE is 0 or 1.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int write_all(int fd, const char *buf, size_t len) {
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static long read_oom_kills(const char *path) {
+    if (strcmp(path, "-") == 0) return 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char key[64];
+    long value, result = 0;
+    while (fscanf(f, "%63s %ld", key, &value) == 2) {
+        if (strcmp(key, "oom_kill") == 0) result = value;
+    }
+    fclose(f);
+    return result;
+}
+
+/* Copy both pipes until every writer in the pod has closed them. */
+static void copy_output(int out_pipe, int err_pipe, int log_fd, int tee) {
+    struct pollfd fds[2] = {{out_pipe, POLLIN, 0}, {err_pipe, POLLIN, 0}};
+    int targets[2] = {STDOUT_FILENO, STDERR_FILENO};
+    int open_count = (out_pipe >= 0) + (err_pipe >= 0);
+    char buf[65536];
+    while (open_count > 0) {
+        int r = poll(fds, 2, -1);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            ssize_t n = read(fds[i].fd, buf, sizeof buf);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                close(fds[i].fd);
+                fds[i].fd = -1;
+                open_count--;
+                continue;
+            }
+            if (log_fd >= 0) write_all(log_fd, buf, (size_t)n);
+            if (tee && write_all(targets[i], buf, (size_t)n) < 0) tee = 0; /* terminal gone: keep logging */
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc != 8) {
+        fprintf(stderr, "usage: gifee-shim POD_DIR_FD CHILD_PID OOM_FILE LOG_FD OUT_FD ERR_FD TEE\n");
+        return 125;
+    }
+    int pod_fd = atoi(argv[1]);
+    pid_t child = (pid_t)atol(argv[2]);
+    const char *oom_file = argv[3];
+    int log_fd = atoi(argv[4]), out_pipe = atoi(argv[5]), err_pipe = atoi(argv[6]);
+    int tee = atoi(argv[7]);
+
+    /* Stopping a pod is signalling its first process; the shim outlives it to record how it ended. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (out_pipe >= 0 || err_pipe >= 0) copy_output(out_pipe, err_pipe, log_fd, tee);
+
+    int status = 0;
+    while (waitpid(child, &status, 0) < 0) {
+        if (errno != EINTR) {
+            perror("gifee-shim: waitpid");
+            return 125;
+        }
+    }
+    int code = 0, sig = 0;
+    if (WIFEXITED(status)) code = WEXITSTATUS(status);
+    else if (WIFSIGNALED(status)) sig = WTERMSIG(status);
+
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    char record[512];
+    int len;
+    if (sig)
+        len = snprintf(record, sizeof record,
+                       "{\"exit_code\": null, \"signal\": %d, \"oom_kills\": %ld, \"finished_at\": %lld.%09ld}\n",
+                       sig, read_oom_kills(oom_file), (long long)now.tv_sec, now.tv_nsec);
+    else
+        len = snprintf(record, sizeof record,
+                       "{\"exit_code\": %d, \"signal\": null, \"oom_kills\": %ld, \"finished_at\": %lld.%09ld}\n",
+                       code, read_oom_kills(oom_file), (long long)now.tv_sec, now.tv_nsec);
+
+    int fd = openat(pod_fd, "exit.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        write_all(fd, record, (size_t)len);
+        fsync(fd);
+        close(fd);
+        renameat(pod_fd, "exit.tmp", pod_fd, "exit");
+        fsync(pod_fd);
+    } else {
+        perror("gifee-shim: cannot write the exit record");
+    }
+    return sig ? 128 + sig : code;
+}
