@@ -541,3 +541,17 @@ def test_detach_cleans_up_when_a_plugin_del_fails(lab: Lab) -> None:
     with pytest.raises(NetworkError, match=r"CNI plugin bridge ADD failed: bridge is broken \[CNI error code 7\]"):
         broken.attach("stuck", f"/run/netns/{a}")
     assert broken.status("stuck") is None and net.allocated() == {}
+
+
+@root_test
+def test_detach_survives_a_corrupt_pod_record(lab: Lab) -> None:
+    net = lab.network()
+    a = lab.namespace()
+    port = free_host_port()
+    st = lab.attach(net, "torn", a, [PortMapping(port, 80)])
+    (net.state_dir / "pods" / "torn.json").write_text("{not json")
+    with pytest.raises(NetworkError, match="unreadable network record"):
+        net.status("torn")
+    net.detach("torn", f"/run/netns/{a}", [PortMapping(port, 80)])
+    assert net.allocated() == {} and st.ip not in nat_rules()
+    assert not (net.state_dir / "pods" / "torn.json").exists()

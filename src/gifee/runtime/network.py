@@ -580,7 +580,10 @@ class PodNetwork:
         """Undo attach: free the address, remove port forwarding and the pod's interface.
         Idempotent; works when the namespace is gone. Ports default to those attached with."""
         validate_pod_id(pod_id)
-        record = self._read_record(pod_id)
+        try:
+            record = self._read_record(pod_id)
+        except NetworkError:
+            record = None  # unreadable: tear down from what we are told, then drop it
         netns = str(netns_path) if netns_path is not None else (record.netns if record else "")
         all_ports = list(record.ports) if record else []
         for p in ports or ():
