@@ -284,6 +284,9 @@ def unpack_layer(
             plain.drain()
             raw.drain()
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError) as e:
+            raw.drain()  # a changed byte usually breaks decompression: report it as what it is
+            if expected_digest is not None and raw.digest() != expected_digest:
+                raise BlobCorrupted(f"{what}: blob hashes to {raw.digest()}, expected {expected_digest}") from None
             raise BadImage(f"{what}: not a valid {compression if compression != 'none' else ''} tar: {e}") from None
         unpacker.finish()
     finally:
