@@ -150,9 +150,10 @@ class _Unpacker:
             return
         parent, name = entry.path[:-1], entry.path[-1]
         if entry.kind == "whiteout" and self.mode == "apply":
-            with self.directory(parent, create=False) as pfd:
-                if pfd is not None:
-                    _remove(pfd, name)
+            # parents are made, as the overlay form has them (a directory holding the whiteout)
+            with self.directory(parent, create=True) as pfd:
+                assert pfd is not None
+                _remove(pfd, name)
             return
         with self.directory(parent, create=True) as pfd:
             assert pfd is not None
