@@ -18,23 +18,13 @@ _SUB = argparse._SubParsersAction
 
 
 def add_parsers(sub: _SUB[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("run", help="run an image as a pod", usage="gifee run IMAGE [options] [-- ARGS...]")
+    options = run_options()
+    p = sub.add_parser("run", help="run an image as a pod", parents=[options],
+                       usage="gifee run IMAGE [options] [-- ARGS...]")
     p.add_argument("image")
-    p.add_argument("--cpu", help="CPU limit, e.g. 750m or 1.5")
-    p.add_argument("--memory", help="memory limit, e.g. 128M or 1Gi")
-    p.add_argument("--pids", type=int, help="limit on the number of processes")
-    p.add_argument("--net", default="default", help="host, default (own namespace on gifee's bridge) or none")
-    p.add_argument("--port", action="append", default=[], help="HOST:POD[/udp] port forwarding (--net=default)")
-    p.add_argument("--volume", action="append", default=[], help="HOST:POD[:ro] bind mount")
-    p.add_argument("--env", "--set-env", action="append", default=[], help="NAME=VALUE")
-    p.add_argument("--hostname", help="the pod's host name (default: gifee-<uuid prefix>)")
-    p.add_argument("--readonly-root", action="store_true", help="mount the pod's root read-only")
-    p.add_argument("--interactive", action="store_true", help="attach the terminal to the pod's stdin/stdout")
-    p.add_argument("--detach", "-d", action="store_true", help="start the pod and return; print its UUID")
-    p.add_argument("--insecure-options", default="", help="comma-separated checks to skip: image (signature)")
-    p.add_argument("--uuid-file-save", help="write the pod's UUID to this file")
+    # Options may follow the image (rkt's order); they are parsed again from here in cmd_run.
     p.add_argument("args", nargs=argparse.REMAINDER, help="-- followed by the command's arguments")
-    p.set_defaults(run=cmd_run)
+    p.set_defaults(run=cmd_run, run_options=options)
 
     p = sub.add_parser("list", help="list pods")
     p.add_argument("--full", action="store_true", help="full UUIDs and image digests")
@@ -74,6 +64,39 @@ def add_parsers(sub: _SUB[argparse.ArgumentParser]) -> None:
     p.set_defaults(run=cmd_gc)
 
 
+def run_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False, prog="gifee run")
+    p.add_argument("--cpu", help="CPU limit, e.g. 750m or 1.5")
+    p.add_argument("--memory", help="memory limit, e.g. 128M or 1Gi")
+    p.add_argument("--pids", type=int, help="limit on the number of processes")
+    p.add_argument("--net", default="default", help="host, default (own namespace on gifee's bridge) or none")
+    p.add_argument("--port", action="append", default=[], help="HOST:POD[/udp] port forwarding (--net=default)")
+    p.add_argument("--volume", action="append", default=[], help="HOST:POD[:ro] bind mount")
+    p.add_argument("--env", "--set-env", action="append", default=[], help="NAME=VALUE")
+    p.add_argument("--hostname", help="the pod's host name (default: gifee-<uuid prefix>)")
+    p.add_argument("--readonly-root", action="store_true", help="mount the pod's root read-only")
+    p.add_argument("--interactive", action="store_true", help="attach the terminal to the pod's stdin/stdout")
+    p.add_argument("--detach", "-d", action="store_true", help="start the pod and return; print its UUID")
+    p.add_argument("--insecure-options", default="", help="comma-separated checks to skip: image (signature)")
+    p.add_argument("--uuid-file-save", help="write the pod's UUID to this file")
+    return p
+
+
+def split_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """Options given after the image are parsed into `args`; returns the command's arguments
+    (what follows `--`)."""
+    rest = list(args.args)
+    if "--" in rest:
+        cut = rest.index("--")
+        options, command = rest[:cut], rest[cut + 1:]
+    elif rest and rest[0].startswith("-"):
+        options, command = rest, []
+    else:  # argparse has already taken the `--` that came straight after the image
+        options, command = [], rest
+    parser.parse_args(options, namespace=args)
+    return command
+
+
 def _fail(message: str) -> int:
     print(f"gifee: {message}", file=sys.stderr)
     return 1
@@ -90,9 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gifee.runtime.launch import LaunchError
     from gifee.runtime.spec import SpecError, make_spec
 
-    extra = list(args.args)
-    if extra and extra[0] == "--":
-        extra = extra[1:]
+    extra = split_run_arguments(args.run_options, args)
     insecure = {o.strip() for o in args.insecure_options.split(",") if o.strip()}
     unknown = insecure - {"image", "all"}
     if unknown:

@@ -6,10 +6,10 @@ Process tree, and why (no daemon, no Python process left beside a pod):
                                    child --exec--> gifee-shim (waits, records the exit)
 
 The launcher makes the pod directory (holding its lock), the cgroup, and the pipes;
-the child joins the cgroup, detaches into a new session when the pod is detached,
-unshares the namespaces and forks the pod's first process (stage2.py), then becomes
-the shim. The launcher pins and attaches the pod's network, tells the first process
-to go, and learns from the error pipe whether the command started. Detached, it
+the child detaches into a new session when the pod is detached, unshares the
+namespaces and forks the pod's first process (stage2.py), then becomes the shim.
+The launcher moves the first process into the cgroup, pins and attaches the pod's
+network, tells the first process to go, and learns from the error pipe whether the command started. Detached, it
 then exits; in the foreground, it waits for the shim and returns the pod's exit code.
 
 A launcher that dies half-way leaves a pod in prepare/ whose lock is held only if
@@ -41,7 +41,10 @@ class LaunchError(Exception):
 
 
 def namespace_flags(spec: PodSpec) -> int:
-    flags = linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
+    """The namespaces the child unshares before forking the pod's first process. Not the
+    mount namespace: the first process makes its own, so that its pivot_root never
+    moves the shim's root (the shim reads the host's cgroup files)."""
+    flags = linux.CLONE_NEWIPC | linux.CLONE_NEWPID
     if spec.net != "host":
         flags |= linux.CLONE_NEWNET | linux.CLONE_NEWUTS
     return flags
@@ -69,9 +72,19 @@ class Launcher:
         self.pods = Pods(data_dir / "pods")
 
     def network(self) -> Any:
-        from gifee.runtime.network import PodNetwork
+        """The default pod network; DIR/net.d/default.conf (JSON: "bridge", "subnet")
+        overrides its bridge and subnet, as rkt read its networks from net.d."""
+        from gifee.runtime.network import NetworkError, PodNetwork
 
-        return PodNetwork(state_dir=self.data_dir / "net")
+        options: dict[str, Any] = {}
+        conf = self.data_dir / "net.d" / "default.conf"
+        if conf.exists():
+            try:
+                data = json.loads(conf.read_text())
+            except json.JSONDecodeError as e:
+                raise NetworkError(f"{conf}: not valid JSON: {e}") from None
+            options = {k: str(data[k]) for k in ("bridge", "subnet") if k in data}
+        return PodNetwork(state_dir=self.data_dir / "net", **options)
 
     def launch(self, spec: PodSpec, layers: Sequence[Path], *, detach: bool,
                on_started: Any = None) -> tuple[Pod, int | None]:
@@ -115,6 +128,9 @@ class Launcher:
                 raise LaunchError("the pod's launcher child failed before starting the pod")
             first_pid = int(data)
             (pod.path / "pid").write_text(str(first_pid))
+            # Only the pod's own processes go into its cgroup: never the shim, which must
+            # outlive an OOM kill or a kill of the whole cgroup to record it.
+            cgroup.add_process(first_pid)
             pod_ip = self._attach_network(pod, spec, first_pid)
             os.write(go_w, (pod_ip or "-").encode())
             _close(go_w)
@@ -145,7 +161,6 @@ class Launcher:
             _close(pid_r, go_w, err_r)
             if detach:
                 os.setsid()
-            cgroup.add_process(os.getpid())
             linux.unshare(namespace_flags(spec))
             first = os.fork()
             if first == 0:

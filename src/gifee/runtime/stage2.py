@@ -1,8 +1,9 @@
 """Inside the pod: the first process builds the pod's root and becomes its command.
 
-This runs in a process forked by the launcher after it entered fresh mount, UTS,
-IPC, network and PID namespaces (it is PID 1 of the pod). In order it:
-  1. makes every mount private, so nothing here propagates to the host;
+This runs in a process forked by the launcher after it entered fresh UTS, IPC,
+network and PID namespaces (it is PID 1 of the pod). In order it:
+  1. enters its own mount namespace and makes every mount private, so nothing here
+     propagates to the host;
   2. mounts an overlay of the image's read-only layers with the pod's upper dir;
   3. gives the root a fresh /proc, a minimal /dev (tmpfs with null, zero, full,
      random, urandom, tty; devpts; shm), a read-only /sys, and the volumes;
@@ -186,6 +187,10 @@ def run(
     stdio: tuple[int, int, int],
 ) -> None:
     try:
+        # The pod lives no longer than its shim (our parent, outside the PID namespace):
+        # a pod nobody watches would show as exited while it ran on.
+        linux.set_parent_death_signal(9)
+        linux.unshare(linux.CLONE_NEWNS)
         linux.mount("", "/", None, linux.MS_REC | linux.MS_PRIVATE)
         _mount_overlay(rootfs, layers, upper, work)
         _mount_proc_sys(rootfs, own_network=spec.net != "host")

@@ -1,0 +1,296 @@
+"""`gifee run` and its companions as real processes: isolation, limits, the pod
+lifecycle without a daemon, and the host's safety. Needs root (CI is root)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gifee.runtime.cgroups import PodCgroup
+from gifee.runtime.spec import DEFAULT_CAPABILITIES
+from tests.runtime.podtools import Gifee, make_runtime_dir, rss_kb, shim_pid_of
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def gifee(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gifee]:
+    yield from make_runtime_dir(tmp_path_factory.mktemp("runtime"))
+
+
+def test_foreground_pod_returns_exit_code_and_output(gifee: Gifee) -> None:
+    result = gifee.pod("--", "/bin/sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 7")
+    assert result.returncode == 7, result.stderr
+    assert "to-stdout" in result.stdout
+    assert "to-stderr" in result.stderr
+
+
+def test_command_not_found_is_a_clear_error(gifee: Gifee) -> None:
+    result = gifee.pod("--", "/no/such/program")
+    assert result.returncode != 0
+    assert "/no/such/program" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_pod_sees_only_itself(gifee: Gifee, tmp_path: Path) -> None:
+    sentinel = tmp_path / "host-only-file"
+    sentinel.write_text("secret")
+    script = (f"hostname; echo PROCS; ps -o pid,comm; echo MOUNTS; cat /proc/mounts; "
+              f"echo SENTINEL; cat {sentinel} 2>&1; echo CAPS; grep -E 'CapBnd|CapEff|NoNewPrivs' /proc/self/status")
+    result = gifee.pod("--hostname", "isolated", "--", "/bin/sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    hostname, _, rest = out.partition("PROCS")
+    assert hostname.strip() == "isolated"
+    procs, _, rest = rest.partition("MOUNTS")
+    pids = [line.split()[0] for line in procs.strip().splitlines()[1:]]
+    assert pids[0] == "1" and len(pids) <= 3, procs  # the pod's sh, ps and nothing of the host
+    mounts, _, rest = rest.partition("SENTINEL")
+    mount_points = {line.split()[1] for line in mounts.strip().splitlines()}
+    assert mount_points == {"/", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm"}, mounts
+    sentinel_out, _, caps = rest.partition("CAPS")
+    assert "secret" not in sentinel_out
+    fields = dict(line.split(":\t") for line in caps.strip().splitlines())
+    expected = sum(1 << c for c in DEFAULT_CAPABILITIES)
+    assert int(fields["CapBnd"], 16) == expected
+    assert int(fields["CapEff"], 16) == expected
+    assert fields["NoNewPrivs"].strip() == "1"
+
+
+def test_pods_do_not_see_each_others_files(gifee: Gifee) -> None:
+    first = gifee.detach("--", "/bin/sh", "-c", "echo mine > /tmp/private; sleep 30")
+    try:
+        gifee.wait_for_log(first, "")
+        time.sleep(0.3)
+        result = gifee.pod("--", "/bin/sh", "-c", "cat /tmp/private 2>&1; ls /tmp")
+        assert "mine" not in result.stdout
+    finally:
+        gifee.run("stop", "--force", first)
+
+
+def test_detached_pod_lifecycle_and_shim_overhead(gifee: Gifee) -> None:
+    started = time.monotonic()
+    uuid = gifee.detach("--", "/bin/sh", "-c", "echo started; exec sleep 60")
+    assert time.monotonic() - started < 10
+    info = gifee.status(uuid)
+    assert info["state"] == "running"
+    first_pid = info["pid"]
+    shim = shim_pid_of(first_pid)
+    with open(f"/proc/{shim}/comm") as f:
+        assert "python" not in f.read()  # no Python process stays beside the pod
+    assert rss_kb(shim) < 5 * 1024
+    listed = gifee.run("list", "--no-legend").stdout
+    assert uuid[:8] in listed and "running" in listed
+    assert "started" in gifee.wait_for_log(uuid, "started")
+    # sleep as PID 1 ignores SIGTERM (no handler): the grace period ends in SIGKILL
+    gifee.run("stop", "--grace-period", "0.5", uuid)
+    info = gifee.status(uuid, wait=True)
+    assert info["state"] == "exited"
+    assert info["signal"] == 9 and info["exit_code"] == 137
+    gifee.run("rm", uuid)
+    assert uuid[:8] not in gifee.run("list").stdout
+    assert not PodCgroup(uuid).exists()
+
+
+def test_status_wait_returns_exit_code(gifee: Gifee) -> None:
+    uuid = gifee.detach("--", "/bin/sh", "-c", "sleep 0.3; exit 42")
+    info = gifee.status(uuid, wait=True)
+    assert info["exit_code"] == 42 and info["oom_killed"] is False
+
+
+def test_memory_limit_kills_the_pod_not_the_host(gifee: Gifee) -> None:
+    # tail keeps a line without newlines in memory: 300 MB of zeros against a 32 MB limit
+    result = gifee.pod("--memory=32M", "--", "/bin/sh", "-c", "head -c 300000000 /dev/zero | tail >/dev/null")
+    assert result.returncode != 0
+    uuid = _last_pod(gifee)
+    info = gifee.status(uuid)
+    assert info["oom_killed"] is True, info
+
+
+def test_fork_bomb_stops_at_the_pids_limit(gifee: Gifee) -> None:
+    # Each subshell keeps trying to fork; with 16 pids allowed, forks start failing.
+    uuid = gifee.detach("--pids=16", "--", "/bin/sh", "-c",
+                        "for i in $(seq 1 60); do (sleep 30 &) 2>>/tmp/errors; done; "
+                        "echo tried; grep -c fork /tmp/errors; sleep 30")
+    try:
+        out = gifee.wait_for_log(uuid, "tried")
+        assert "tried" in out, out
+        failures = int(gifee.wait_for_log(uuid, "tried\n").split("tried\n", 1)[1].split()[0])
+        assert failures > 0, out
+        assert 1 <= len(PodCgroup(uuid).pids()) <= 16
+        assert subprocess.run(["/bin/true"]).returncode == 0  # the host still forks
+    finally:
+        gifee.run("stop", "--force", uuid)
+
+
+def test_cpu_limit_sets_the_quota(gifee: Gifee) -> None:
+    uuid = gifee.detach("--cpu=750m", "--", "/bin/sleep", "30")
+    try:
+        cgroup = PodCgroup(uuid)
+        if cgroup.version == 1:
+            quota = (cgroup.dirs["cpu"] / "cpu.cfs_quota_us").read_text().strip()
+            period = (cgroup.dirs["cpu"] / "cpu.cfs_period_us").read_text().strip()
+        else:
+            quota, period = (cgroup.dirs[""] / "cpu.max").read_text().split()
+        assert (int(quota), int(period)) == (75_000, 100_000)
+    finally:
+        gifee.run("stop", "--force", uuid)
+
+
+def test_volumes_and_readonly_root(gifee: Gifee, tmp_path: Path) -> None:
+    rw = tmp_path / "rw"
+    ro = tmp_path / "ro"
+    rw.mkdir()
+    ro.mkdir()
+    (ro / "given").write_text("from host")
+    result = gifee.pod(f"--volume={rw}:/data", f"--volume={ro}:/config:ro", "--readonly-root", "--",
+                       "/bin/sh", "-c",
+                       "echo written > /data/out; cat /config/given; echo x > /config/new 2>&1 || echo ro-refused; "
+                       "touch /rootfile 2>&1 || echo root-refused")
+    assert result.returncode == 0, result.stderr
+    assert (rw / "out").read_text() == "written\n"
+    assert "from host" in result.stdout
+    assert "ro-refused" in result.stdout and not (ro / "new").exists()
+    assert "root-refused" in result.stdout
+
+
+def test_env_and_arguments(gifee: Gifee) -> None:
+    result = gifee.pod("--env=GREETING=hello pod", "--", "/bin/sh", "-c", 'echo "$GREETING"; echo "$PATH"')
+    lines = result.stdout.splitlines()
+    assert lines[0] == "hello pod"
+    assert lines[1] == "/usr/sbin:/usr/bin:/sbin:/bin"  # the image's PATH
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_default_network_with_port_forwarding(gifee: Gifee) -> None:
+    port = _free_port()
+    uuid = gifee.detach(f"--port={port}:8080", "--", "/bin/sh", "-c",
+                        "mkdir -p /www && echo served-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www")
+    try:
+        info = gifee.status(uuid)
+        ip = info["networks"]["default"]["ip"]
+        assert ip.startswith("10.24.0.")
+        body = ""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read().decode()
+                break
+            time.sleep(0.1)
+        assert body == "served-from-pod\n"
+        # and another pod reaches it by its address
+        result = gifee.pod("--", "/bin/sh", "-c", f"wget -q -O - http://{ip}:8080/")
+        assert result.stdout == "served-from-pod\n", result.stderr
+    finally:
+        gifee.run("stop", "--force", uuid)
+    gifee.status(uuid, wait=True)
+    gifee.run("gc", "--grace-period=0s")
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+def test_net_none_has_only_loopback(gifee: Gifee) -> None:
+    result = gifee.pod("--net=none", "--", "/bin/sh", "-c", "ls /sys/class/net")
+    assert result.stdout.split() == ["lo"]
+
+
+def test_enter_runs_inside_the_pod(gifee: Gifee) -> None:
+    uuid = gifee.detach("--hostname", "enterme", "--", "/bin/sleep", "60")
+    try:
+        result = gifee.run("enter", uuid, "--", "/bin/sh", "-c", "hostname; ps -o pid,comm")
+        lines = result.stdout.split()
+        assert lines[0] == "enterme"
+        assert "sleep" in result.stdout and result.stdout.count("\n") <= 5
+    finally:
+        gifee.run("stop", "--force", uuid)
+
+
+def test_killing_the_shim_ends_the_pod(gifee: Gifee) -> None:
+    uuid = gifee.detach("--", "/bin/sleep", "60")
+    info = gifee.status(uuid)
+    first = info["pid"]
+    os.kill(shim_pid_of(first), 9)
+    info = gifee.status(uuid, wait=True)
+    assert info["state"] == "exited"
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{first}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{first}") or "Z" in open(f"/proc/{first}/stat").read().split()[2]
+
+
+def test_gc_collects_exited_pods(gifee: Gifee) -> None:
+    result = gifee.pod("--", "/bin/true")
+    assert result.returncode == 0
+    uuid = _last_pod(gifee)
+    out = gifee.run("gc", "--grace-period=0s").stdout
+    assert uuid in out
+    assert not list(gifee.dir.glob(f"pods/*/{uuid}"))
+
+
+def test_tampered_image_is_refused_before_anything_runs(gifee: Gifee, tmp_path: Path) -> None:
+    from gifee.image.store import ImageStore
+    from tests.image.images import busybox_image
+
+    store = ImageStore(gifee.dir / "images")
+    image = busybox_image(store, "example.com/tampered:latest")
+    layer = store.blob_path(image.layers[0]["digest"] if isinstance(image.layers[0], dict)
+                            else image.layers[0].digest)
+    original = layer.read_bytes()  # shared with the busybox image: builds are reproducible
+    data = bytearray(original)
+    data[len(data) // 2] ^= 0xFF
+    mode = layer.stat().st_mode
+    os.chmod(layer, 0o644)
+    layer.write_bytes(bytes(data))
+    before = set(gifee.dir.glob("pods/*/*"))
+    marker = tmp_path / "ran"
+    try:
+        result = gifee.pod(f"--volume={tmp_path}:/out", "--", "/bin/sh", "-c", "touch /out/ran",
+                           image="example.com/tampered:latest")
+    finally:
+        layer.write_bytes(original)
+        os.chmod(layer, mode)
+    assert result.returncode != 0
+    assert "sha256" in result.stderr and "Traceback" not in result.stderr
+    assert not marker.exists()
+    assert set(gifee.dir.glob("pods/*/*")) == before
+
+
+def test_unsigned_image_is_refused_without_insecure_options(gifee: Gifee) -> None:
+    result = gifee.run("run", "example.com/busybox:latest", "--", "/bin/true", check=False)
+    assert result.returncode != 0
+    assert "sign" in result.stderr.lower() or "trust" in result.stderr.lower()
+
+
+def _last_pod(gifee: Gifee) -> str:
+    import json
+
+    pods = json.loads(gifee.run("list", "--format=json").stdout)
+    return str(max(pods, key=lambda p: p["created"] or 0)["uuid"])
+
+
+def test_no_process_of_a_stopped_pod_survives(gifee: Gifee) -> None:
+    uuid = gifee.detach("--", "/bin/sh", "-c", "sleep 100 & sleep 100 & exec sleep 100")
+    time.sleep(0.3)
+    pids = PodCgroup(uuid).pids()
+    assert len(pids) == 3
+    gifee.run("stop", "--force", uuid)
+    gifee.status(uuid, wait=True)
+    deadline = time.monotonic() + 5
+    while any(os.path.exists(f"/proc/{p}") for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = [p for p in pids if os.path.exists(f"/proc/{p}")
+             and subprocess.run(["grep", "-q", "^State:.*Z", f"/proc/{p}/status"]).returncode != 0]
+    assert not alive
