@@ -106,8 +106,8 @@ def parse_manifest(body: bytes, content_type: str | None, algorithm: str = "sha2
         raise RegistryError("SIZE_INVALID", f"manifest larger than {MAX_MANIFEST_BYTES} bytes", status=413)
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise invalid(f"not JSON: {e}") from None
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
+        raise invalid(f"not JSON: {str(e)[:200]}") from None
     if not isinstance(doc, dict):
         raise invalid("not a JSON object")
     media_type = media_type_of(content_type, doc.get("mediaType"))
@@ -152,7 +152,7 @@ def references(body: bytes) -> list[Digest]:
     """Every digest a stored manifest keeps alive (for GC); lenient, since it was valid once."""
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return []
     if not isinstance(doc, dict):
         return []
