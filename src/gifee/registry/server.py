@@ -34,6 +34,7 @@ log = logging.getLogger("gifee.registry")
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
 DEFAULT_MAX_BLOB_BYTES = 10 << 30
 STREAM_CHUNK = 256 << 10
+LINGER_SECONDS = 2.0
 
 
 @dataclasses.dataclass
@@ -124,7 +125,11 @@ class Registry:
         try:
             return await handler(request)
         except RegistryError as e:
-            return error_response(e)
+            response = error_response(e)
+            if request.can_read_body and not request.content.at_eof():
+                # a refused body is not drained (it may be huge or endless): the connection ends
+                response.force_close()
+            return response
         except web.HTTPException:
             raise
         except Exception as e:  # one bad request must never take the server down
@@ -501,7 +506,9 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
 async def serve(config: RegistryConfig, host: str, port: int, ssl_context: ssl.SSLContext | None = None,
                 started: Callable[[int], Any] | None = None) -> None:
     registry = Registry(config)
-    runner = web.AppRunner(registry.app(), access_log=None, handle_signals=True)
+    # A refused body is read and dropped for at most LINGER_SECONDS (so that the client sees
+    # the answer rather than a reset), then the connection ends: a huge body costs no more.
+    runner = web.AppRunner(registry.app(), access_log=None, handle_signals=True, lingering_time=LINGER_SECONDS)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
