@@ -294,3 +294,43 @@ def test_no_process_of_a_stopped_pod_survives(gifee: Gifee) -> None:
     alive = [p for p in pids if os.path.exists(f"/proc/{p}")
              and subprocess.run(["grep", "-q", "^State:.*Z", f"/proc/{p}/status"]).returncode != 0]
     assert not alive
+
+
+def test_signed_image_runs_only_for_a_trusted_prefix(gifee: Gifee, tmp_path: Path) -> None:
+    gifee.run("image", "keygen", "--out", str(tmp_path / "k"))
+    gifee.run("image", "sign", "example.com/busybox:latest", "--key", str(tmp_path / "k.key"))
+    refused = gifee.run("run", "example.com/busybox:latest", "--", "/bin/true", check=False)
+    assert refused.returncode != 0  # signed, but by a key nobody trusts yet
+    gifee.run("trust", "--prefix", "example.com/other", str(tmp_path / "k.pub"))
+    assert gifee.run("run", "example.com/busybox:latest", "--", "/bin/true", check=False).returncode != 0
+    gifee.run("trust", "--prefix", "example.com/busybox", str(tmp_path / "k.pub"))
+    ok = gifee.run("run", "example.com/busybox:latest", "--", "/bin/sh", "-c", "echo verified", check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == "verified\n"
+
+
+def test_hostile_image_paths_stay_inside_the_pod(gifee: Gifee, tmp_path: Path) -> None:
+    """/etc and a volume target that are symlinks pointing out of the root, as seen from the
+    host, are resolved inside the pod's root: nothing is written to the host's paths."""
+    from gifee.image.build import build_from_rootfs
+    from gifee.image.store import ImageStore
+    from tests.image.images import busybox_rootfs
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = busybox_rootfs(tmp_path / "rootfs")
+    import shutil
+
+    shutil.rmtree(root / "etc")
+    os.symlink(f"../../../../../../../../..{outside}", root / "etc")
+    os.symlink(str(outside), root / "data")
+    build_from_rootfs(ImageStore(gifee.dir / "images"), root, "example.com/hostile:latest",
+                      cmd=["/bin/sh"], env=["PATH=/bin"])
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    result = gifee.pod(f"--volume={volume}:/data/mounted", "--", "/bin/sh", "-c",
+                       "cat /etc/hostname; echo in-volume > /data/mounted/file",
+                       image="example.com/hostile:latest")
+    assert result.returncode == 0, result.stderr
+    assert list(outside.iterdir()) == []
+    assert (volume / "file").read_text() == "in-volume\n"

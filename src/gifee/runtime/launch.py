@@ -131,7 +131,13 @@ class Launcher:
             # Only the pod's own processes go into its cgroup: never the shim, which must
             # outlive an OOM kill or a kill of the whole cgroup to record it.
             cgroup.add_process(first_pid)
-            pod_ip = self._attach_network(pod, spec, first_pid)
+            try:
+                pod_ip = self._attach_network(pod, spec, first_pid)
+            except Exception as e:
+                # The first process may have failed first, taking its namespace with it:
+                # its own error says more than the network's.
+                _close(go_w)
+                raise LaunchError(_read_all(err_r).decode(errors="replace").strip() or str(e)) from None
             os.write(go_w, (pod_ip or "-").encode())
             _close(go_w)
             error = _read_all(err_r).decode(errors="replace")

@@ -43,14 +43,16 @@ def resolve_in_root(root: Path, path: str) -> Path:
 
 
 def make_dirs_in_root(root: Path, path: str) -> Path:
-    """mkdir -p of `path` inside `root`, each component resolved inside the root."""
-    current = "/"
-    target = root
-    for part in [p for p in path.split("/") if p and p != "."]:
-        current = os.path.join(current, part)
-        target = resolve_in_root(root, current)
-        if not target.is_dir():
-            if target.exists() or target.is_symlink():
-                raise NotADirectoryError(20, f"{current} in the image is not a directory")
-            target.mkdir(mode=0o755)
+    """mkdir -p of `path` inside `root`: the path is resolved inside the root first, so
+    the directories made are those a symlink in the image leads to, under the root."""
+    target = resolve_in_root(root, path)
+    current = root
+    for part in target.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():  # resolution saw no symlink here; something changed under us
+            raise OSError(40, f"{path} in the image changed while it was being resolved")
+        if not current.exists():
+            current.mkdir(mode=0o755)
+        elif not current.is_dir():
+            raise NotADirectoryError(20, f"{path} in the image is not a directory")
     return target
