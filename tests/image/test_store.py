@@ -174,3 +174,17 @@ def test_rm_and_gc(store: ImageStore, busybox: Image) -> None:
     assert list(store.blobs.iterdir()) == []
     with pytest.raises(ImageNotFound):
         store.remove("example.com/busybox")
+
+
+def test_concurrent_tags_all_land(store: ImageStore, busybox: Image) -> None:
+    def tag(prefix: str) -> None:
+        own = ImageStore(store.root)
+        for i in range(15):
+            own.tag(f"example.com/{prefix}:{i}", busybox.descriptor)
+
+    threads = [threading.Thread(target=tag, args=(p,)) for p in ("a", "b", "c")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(store.images()) == 1 + 45
