@@ -111,6 +111,7 @@ class Registry:
         app = web.Application(middlewares=[self.errors_middleware])
         app.router.add_route("*", "/token", self.token)
         app.router.add_route("*", "/v2{tail:.*}", self.dispatch)
+        app.router.add_route("*", "/{tail:.*}", self.not_found)
         app.on_response_prepare.append(self._common_headers)
         return app
 
@@ -135,6 +136,9 @@ class Registry:
         except Exception as e:  # one bad request must never take the server down
             log.exception("%s %s failed", request.method, request.path)
             return error_response(RegistryError("UNKNOWN", str(e)[:200]))
+
+    async def not_found(self, request: web.Request) -> web.StreamResponse:
+        raise RegistryError("NAME_UNKNOWN", {"path": request.path[:300]}, status=404, message="no such endpoint")
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         route = routes.match(request.path)
