@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -70,7 +71,8 @@ class Registry:
         self.upload_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.users: dict[str, str] = {}
         self.rights = auth.Rights(None)
-        self.verified: set[tuple[str, str]] = set()  # (user, password) pairs already checked
+        # (user, sha256 of password) pairs already checked: PBKDF2 once, not on every request
+        self.verified: set[tuple[str, str]] = set()
         if config.auth not in ("none", "basic", "token"):
             raise ValueError(f"--auth {config.auth!r}: want none, basic or token")
         if config.auth != "none":
@@ -157,12 +159,13 @@ class Registry:
         return self.config.realm or f"{request.scheme}://{request.host}/token"
 
     def check_password(self, user: str, password: str) -> bool:
-        if (user, password) in self.verified:
+        remembered = (user, hashlib.sha256(password.encode()).hexdigest())
+        if remembered in self.verified:
             return True
         stored = self.users.get(user)
         if stored is None or not auth.verify_password(stored, password):
             return False
-        self.verified.add((user, password))
+        self.verified.add(remembered)
         return True
 
     def authenticate(self, request: web.Request, route: Route) -> Identity:
