@@ -9,14 +9,15 @@ work imports lazily) so that `gifee run` starts fast.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import importlib.util
-import logging
 import os
-import ssl
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when used: `gifee run` must not pay for the store's imports
+    import ssl
 
 # Parts whose `commands` module adds subcommands, in the order `gifee --help` lists them.
 PART_COMMANDS = ("runtime", "image", "registry", "scan", "api", "agent")
@@ -57,6 +58,8 @@ def _initial_cluster(value: str) -> dict[str, list[str]]:
 
 
 def _peer_tls(args: argparse.Namespace) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    import ssl
+
     """TLS between members when --peer-cert-file/--peer-key-file are given (mutual, with the trusted CA)."""
     if not (args.peer_cert_file and args.peer_key_file):
         return None, None
@@ -148,6 +151,9 @@ def run_store(args: argparse.Namespace) -> int:
         grpc_workers=default_workers() if args.grpc_workers is None else args.grpc_workers,
     )
     level = {"warn": "WARNING"}.get(args.log_level, args.log_level.upper())
+    import asyncio
+    import logging
+
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(serve(config))

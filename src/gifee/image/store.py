@@ -27,13 +27,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from gifee.image import oci
 from gifee.image.errors import BadImage, BlobCorrupted, ImageError, ImageNotFound
 from gifee.image.fsutil import atomic_write, fsync_dir, locked
 from gifee.image.reference import parse_reference
-from gifee.image.unpack import Mode, unpack_layer
+
+if TYPE_CHECKING:  # unpacking (tarfile, gzip, zstd) is imported only when a layer is not unpacked yet
+    from gifee.image.unpack import Mode
 
 __all__ = ["BlobCorrupted", "Image", "ImageNotFound", "ImageStore"]
 _CHUNK = 1 << 20
@@ -321,6 +323,8 @@ class ImageStore:
     # --- unpacking --------------------------------------------------------
 
     def _unpack(self, image: Image, index: int, dest: Path, mode: Mode) -> list[str]:
+        from gifee.image.unpack import unpack_layer
+
         layer = image.layers[index]
         compression = oci.LAYER_COMPRESSION[layer["mediaType"]]
         what = f"{image.name or image.manifest_digest}: layer {index} ({layer['digest']})"

@@ -21,7 +21,6 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gifee.image import oci, signing
-from gifee.image.build import timestamp
 from gifee.image.errors import ImageError, ImageNotTrusted
 from gifee.image.fsutil import atomic_write
 from gifee.image.reference import parse_prefix, parse_reference, prefixes_of
@@ -36,6 +35,8 @@ def add_signature(store: ImageStore, image: Image, key: Ed25519PrivateKey) -> st
     payload = signing.sign(key, image.manifest_digest)
     store.put_blob(oci.EMPTY_JSON)
     store.put_blob(payload)
+    from gifee.image.build import timestamp  # build's tar and gzip only when signing
+
     manifest = oci.signature_manifest(image.descriptor, oci.descriptor(oci.SIGNATURE, payload), timestamp(None))
     data = oci.canonical_json(manifest)
     digest = store.put_blob(data)

@@ -197,16 +197,13 @@ class Launcher:
             os._exit(125)
 
     def _attach_network(self, pod: Pod, spec: PodSpec, first_pid: int) -> str | None:
-        if spec.net == "host":
+        if spec.net != "default":  # host: the host's; none: only lo, which the pod brings up itself
             return None
         from gifee.runtime.network import PortMapping, pin_netns
 
         netns = pod.path / "netns"
         pin_netns(first_pid, netns)
         net = self.network()
-        if spec.net == "none":
-            net.attach_loopback_only(netns)
-            return None
         ports = [PortMapping(host_port=p.host_port, pod_port=p.pod_port, protocol=p.protocol, host_ip=p.host_ip)
                  for p in spec.ports]
         status = net.attach(pod.uuid, netns, ports=ports)
@@ -260,14 +257,13 @@ def cleanup_pod(launcher: Launcher, pod: Pod, cgroup: PodCgroup | None = None) -
     netns = pod.path / "netns"
     record = pod.read_json("pod.json") or {}
     spec_data = record.get("spec") or {}
-    if spec_data.get("net", "host") != "host":
+    if spec_data.get("net", "host") == "default":
         try:
             from gifee.runtime.network import PortMapping, unpin_netns
 
-            if spec_data.get("net") == "default":
-                ports = [PortMapping(host_port=p["host_port"], pod_port=p["pod_port"], protocol=p["protocol"],
-                                     host_ip=p["host_ip"]) for p in spec_data.get("ports", [])]
-                launcher.network().detach(pod.uuid, netns, ports)
+            ports = [PortMapping(host_port=p["host_port"], pod_port=p["pod_port"], protocol=p["protocol"],
+                                 host_ip=p["host_ip"]) for p in spec_data.get("ports", [])]
+            launcher.network().detach(pod.uuid, netns, ports)
             unpin_netns(netns)
         except Exception as e:
             errors.append(f"network: {e}")

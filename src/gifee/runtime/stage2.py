@@ -20,9 +20,7 @@ Nothing here returns: the process ends in exec or os._exit.
 from __future__ import annotations
 
 import os
-import socket
 import stat
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -191,6 +189,8 @@ def run(
         # a pod nobody watches would show as exited while it ran on.
         linux.set_parent_death_signal(9)
         linux.unshare(linux.CLONE_NEWNS)
+        if spec.net != "host":
+            linux.set_link_up("lo")
         linux.mount("", "/", None, linux.MS_REC | linux.MS_PRIVATE)
         _mount_overlay(rootfs, layers, upper, work)
         _mount_proc_sys(rootfs, own_network=spec.net != "host")
@@ -205,6 +205,8 @@ def run(
         _write_etc(rootfs, spec, None if pod_ip == "-" else pod_ip)
         _pivot(rootfs)
         if spec.net != "host":
+            import socket
+
             socket.sethostname(spec.hostname)
         if spec.readonly_root:
             linux.mount("/", "/", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)
@@ -218,7 +220,12 @@ def run(
         env = dict(spec.env)
         os.execvpe(spec.argv[0], list(spec.argv), env)
     except BaseException as e:  # everything ends here: report it, never return into the launcher's code
-        message = str(e) if isinstance(e, OSError | KeyError | RuntimeError) else traceback.format_exc()
+        if isinstance(e, OSError | KeyError | RuntimeError):
+            message = str(e)
+        else:
+            import traceback
+
+            message = traceback.format_exc()
         try:
             os.write(error_fd, message.encode(errors="replace")[:4000])
         finally:
