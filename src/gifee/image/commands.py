@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from gifee.image.imagecopy import Transport
+    from gifee.image.progress import Progress
     from gifee.image.store import ImageStore
 
 Run = Callable[[argparse.Namespace], int]
@@ -206,8 +208,100 @@ def run_trust(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tls_verify(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not true or false")
+
+
+def _insecure_image(args: argparse.Namespace) -> bool:
+    from gifee.image.errors import ImageError
+
+    options = {o.strip() for o in args.insecure_options.split(",") if o.strip()}
+    if options - {"image", "all"}:
+        raise ImageError(f"--insecure-options: unknown option(s) {', '.join(sorted(options - {'image', 'all'}))}")
+    return bool(options)
+
+
+def _transport(args: argparse.Namespace) -> Transport:
+    from gifee.image.imagecopy import Transport
+
+    return Transport(insecure=args.insecure or not args.tls_verify, tls_verify=args.tls_verify,
+                     creds=args.creds, data_dir=Path(args.dir))
+
+
+def _progress(args: argparse.Namespace) -> Progress:
+    from gifee.image.progress import Progress
+
+    return Progress(quiet=args.quiet)
+
+
+def _summary(args: argparse.Namespace, progress: Progress, verb: str) -> None:
+    if not args.quiet:
+        print(f"{verb} {progress.summary()}", file=sys.stderr)
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    from gifee.image.imagecopy import pull_scope
+    from gifee.image.pull import pull
+    from gifee.image.remoteref import parse_remote
+
+    ref = parse_remote(args.ref)
+    name = None
+    if args.name:
+        from gifee.image.reference import parse_reference
+
+        name = str(parse_reference(args.name))
+    trust_root = None if _insecure_image(args) else Path(args.dir) / "trust"
+    progress = _progress(args)
+    image = pull(_transport(args).client(ref, pull_scope(ref)), ref, _store(args), progress, name, trust_root)
+    _summary(args, progress, "pulled")
+    print(f"{image.name} {image.manifest_digest}")
+    return 0
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from gifee.image.imagecopy import mount_source, push_scopes
+    from gifee.image.push import push
+    from gifee.image.remoteref import parse_remote
+
+    ref = parse_remote(args.ref)
+    store = _store(args)
+    image = store.resolve(args.name or ref.local_name)
+    mount = mount_source(image.name, ref)
+    progress = _progress(args)
+    digest = push(_transport(args).client(ref, *push_scopes(ref, mount)), image, ref, store, progress, mount)
+    _summary(args, progress, "pushed")
+    print(f"{ref.registry}/{ref.repository}@{digest}")
+    return 0
+
+
+def run_copy(args: argparse.Namespace) -> int:
+    from gifee.image.imagecopy import copy
+    from gifee.image.remoteref import parse_endpoint
+
+    src, dst = parse_endpoint(args.source), parse_endpoint(args.destination)
+    trust_root = None if _insecure_image(args) else Path(args.dir) / "trust"
+    progress = _progress(args)
+    digest = copy(src, dst, _store(args), _transport(args), progress, trust_root)
+    _summary(args, progress, "copied")
+    print(digest)
+    return 0
+
+
+def _remote_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--insecure", action="store_true", help="plain HTTP (loopback registries use it anyway)")
+    p.add_argument("--tls-verify", type=_tls_verify, default=True, metavar="BOOL",
+                   help="false: plain HTTP, as --insecure")
+    p.add_argument("--creds", metavar="USER:PASS",
+                   help="registry credentials (else $GIFEE_REGISTRY_AUTH, else DIR/auth.json)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    image = sub.add_parser("image", help="build, list, inspect, export, import and sign OCI images")
+    image = sub.add_parser("image", help="build, list, inspect, export, import, sign, push and pull OCI images")
     isub = image.add_subparsers(dest="image_command", required=True)
 
     p = isub.add_parser("build", help="build an image from a build file (TOML) or a root directory")
@@ -257,6 +351,26 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = isub.add_parser("verify", help="check every blob of an image and that a trusted key signed it")
     p.add_argument("ref")
     p.set_defaults(run=_handled("image verify", run_verify))
+
+    p = isub.add_parser("pull", help="pull an image and its signatures from a registry (REGISTRY/REPO[:TAG|@DIGEST])")
+    p.add_argument("ref")
+    p.add_argument("--name", help="store it under this name (default: the reference)")
+    p.add_argument("--insecure-options", default="", help="image: do not require a trusted signature")
+    _remote_options(p)
+    p.set_defaults(run=_handled("image pull", run_pull))
+
+    p = isub.add_parser("push", help="push a local image and its signatures to a registry")
+    p.add_argument("ref", help="REGISTRY/REPO[:TAG]")
+    p.add_argument("--name", help="the local image to push (default: REF)")
+    _remote_options(p)
+    p.set_defaults(run=_handled("image push", run_push))
+
+    p = isub.add_parser("copy", help="copy an image: docker://REF, oci:DIR[:TAG], local:NAME (or NAME)")
+    p.add_argument("source")
+    p.add_argument("destination")
+    p.add_argument("--insecure-options", default="", help="image: into the local store without a trusted signature")
+    _remote_options(p)
+    p.set_defaults(run=_handled("image copy", run_copy))
 
     p = sub.add_parser("trust", help="trust a public key for images whose names start with a prefix (like rkt trust)")
     p.add_argument("--prefix", help="e.g. example.com/app (covers example.com/app/...)")
