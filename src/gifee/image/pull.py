@@ -180,7 +180,7 @@ def _download(client: RegistryClient, repository: str, desc: oci.Descriptor, f: 
     os.fsync(f.fileno())
     bar.finish()
     if have < size:
-        raise TransferInterrupted(f"{label} {desc['digest']}: download ended after {have} of {size} bytes; "
+        raise TransferInterrupted(f"{label} {desc['digest']}: download interrupted after {have} of {size} bytes; "
                                   "run the command again to resume")
     return have, sha
 
