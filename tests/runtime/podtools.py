@@ -74,8 +74,22 @@ class Gifee:
 
 
 def make_runtime_dir(base: Path) -> Iterator[Gifee]:
+    """A data directory whose parents others may search (pods in user namespaces run as
+    unprivileged host uids that must reach it), removed afterwards."""
     require_root()
-    data_dir = base / "gifee"
+    import shutil
+    import tempfile
+
+    del base  # pytest's own temporary directories are private (0700)
+    data_dir = Path(tempfile.mkdtemp(prefix="gifee-runtime-", dir="/var/tmp")) / "gifee"
+    os.chmod(data_dir.parent, 0o711)
+    try:
+        yield from _runtime_dir(data_dir)
+    finally:
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
+
+
+def _runtime_dir(data_dir: Path) -> Iterator[Gifee]:
     (data_dir / "net.d").mkdir(parents=True)
     (data_dir / "net.d" / "default.conf").write_text(json.dumps({"bridge": TEST_BRIDGE, "subnet": TEST_SUBNET}))
     busybox_image(ImageStore(data_dir / "images"), IMAGE)

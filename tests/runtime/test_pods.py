@@ -334,3 +334,31 @@ def test_hostile_image_paths_stay_inside_the_pod(gifee: Gifee, tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     assert list(outside.iterdir()) == []
     assert (volume / "file").read_text() == "in-volume\n"
+
+
+def test_private_users_maps_pod_root_to_an_unprivileged_host_uid(gifee: Gifee) -> None:
+    volume = gifee.dir.parent / "shared"  # reachable by the pod's host uid, unlike pytest's tmp_path
+    volume.mkdir()
+    os.chmod(volume, 0o777)
+    uuid = gifee.detach("--private-users", f"--volume={volume}:/shared", "--", "/bin/sh", "-c",
+                        "id -u > /shared/id; cat /proc/self/uid_map > /shared/map; touch /etc/writable-root; "
+                        "echo made > /shared/file; exec sleep 60")
+    try:
+        deadline = time.monotonic() + 10
+        while not (volume / "file").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (volume / "id").read_text().strip() == "0"  # root inside ...
+        inside, host_base, count = (volume / "map").read_text().split()
+        assert inside == "0" and int(host_base) >= 1 << 20 and count == "65536"
+        assert (volume / "file").stat().st_uid == int(host_base)  # ... an unprivileged uid outside
+        info = gifee.status(uuid)
+        with open(f"/proc/{info['pid']}/status") as f:
+            uids = next(line for line in f if line.startswith("Uid:")).split()[1:]
+        assert set(uids) == {host_base}
+        entered = gifee.run("enter", uuid, "--", "/bin/sh", "-c", "id -u; ls /shared")
+        assert entered.stdout.split()[0] == "0" and "file" in entered.stdout
+    finally:
+        gifee.run("stop", "--force", uuid)
+    assert gifee.status(uuid, wait=True)["signal"] == 9
+    gifee.run("rm", uuid)
+    assert not list((gifee.dir / "userns").iterdir())  # the uid range is free again

@@ -76,6 +76,8 @@ def run_options() -> argparse.ArgumentParser:
     p.add_argument("--hostname", help="the pod's host name (default: gifee-<uuid prefix>)")
     p.add_argument("--readonly-root", action="store_true", help="mount the pod's root read-only")
     p.add_argument("--interactive", action="store_true", help="attach the terminal to the pod's stdin/stdout")
+    p.add_argument("--private-users", action="store_true",
+                   help="run the pod in a user namespace: its root is an unprivileged host uid range")
     p.add_argument("--detach", "-d", action="store_true", help="start the pod and return; print its UUID")
     p.add_argument("--insecure-options", default="", help="comma-separated checks to skip: image (signature)")
     p.add_argument("--uuid-file-save", help="write the pod's UUID to this file")
@@ -114,6 +116,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gifee.runtime.spec import SpecError, make_spec
 
     extra = split_run_arguments(args.run_options, args)
+    if args.interactive and args.detach:
+        return _fail("--interactive and --detach exclude each other")
     insecure = {o.strip() for o in args.insecure_options.split(",") if o.strip()}
     unknown = insecure - {"image", "all"}
     if unknown:
@@ -136,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             image_name=image.name, image_digest=image.manifest_digest, image_config=image.config,
             hostname=hostname, args=extra, env=args.env, cpu=args.cpu, memory=args.memory, pids=args.pids,
             net=args.net, ports=args.port, volumes=args.volume, readonly_root=args.readonly_root,
-            interactive=args.interactive,
+            interactive=args.interactive, private_users=args.private_users,
         )
 
         def started(pod: Any) -> None:

@@ -11,8 +11,9 @@ from gifee.runtime import linux
 from gifee.runtime.cgroups import PodCgroup
 from gifee.runtime.spec import PodSpec
 
-# Order matters: the mount namespace last, because after it /proc/<pid> of the host is gone.
-NAMESPACES = ("ipc", "uts", "net", "pid", "mnt")
+# Order matters: the user namespace first (it grants the rights to join the others), the
+# mount namespace last (after it /proc/<pid> of the host is gone).
+NAMESPACES = ("user", "ipc", "uts", "net", "pid", "mnt")
 
 
 def enter(pod_id: str, first_pid: int, spec: PodSpec, argv: Sequence[str], *, interactive: bool) -> int:
@@ -28,8 +29,10 @@ def enter(pod_id: str, first_pid: int, spec: PodSpec, argv: Sequence[str], *, in
     if child == 0:
         try:
             PodCgroup(pod_id).add_process(os.getpid())
-            for fd in ns_fds.values():
+            for ns, fd in ns_fds.items():
                 linux.setns(fd)
+                if ns == "user":
+                    linux.become_namespace_root()
             os.fchdir(root_fd)
             os.chroot(".")
             try:

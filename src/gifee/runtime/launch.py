@@ -94,11 +94,16 @@ class Launcher:
         cgroup = PodCgroup(pod.uuid)
         started = False
         fds: list[int] = []
+        userns_fd = -1
         try:
-            pod.write_json("pod.json", {"uuid": pod.uuid, "created": time.time(), "spec": spec.to_json(),
-                                        "layers": [str(p) for p in layers]})
+            record: dict[str, Any] = {"uuid": pod.uuid, "created": time.time(), "spec": spec.to_json(),
+                                      "layers": [str(p) for p in layers]}
             for name in ("upper", "work", "rootfs"):
                 (pod.path / name).mkdir()
+            if spec.private_users:
+                userns_fd = self._prepare_user_namespace(pod, record, len(layers))
+                fds.append(userns_fd)
+            pod.write_json("pod.json", record)
             cgroup.create(spec.limits)
             pid_r, pid_w = os.pipe()
             go_r, go_w = os.pipe()
@@ -119,13 +124,14 @@ class Launcher:
             if child == 0:
                 self._child(spec, pod, layers, cgroup, shim, detach=detach, lock_fd=lock_fd,
                             pid_w=pid_w, go_r=go_r, go_w=go_w, err_r=err_r, err_w=err_w, stdio=stdio,
-                            out_r=out_r, errout_r=errout_r, log_fd=log_fd, pid_r=pid_r)
+                            out_r=out_r, errout_r=errout_r, log_fd=log_fd, pid_r=pid_r, userns_fd=userns_fd)
             _close(pid_w, go_r, err_w, out_w, errout_w, out_r, errout_r, log_fd)
             _close(*[fd for fd in stdio if fd > 2])
-            fds = [pid_r, go_w, err_r]
+            fds = [pid_r, go_w, err_r, userns_fd]
             data = _read_all(pid_r)
             if not data:
-                raise LaunchError("the pod's launcher child failed before starting the pod")
+                reason = _read_all(err_r).decode(errors="replace").strip()
+                raise LaunchError(reason or "the pod's launcher child failed before starting the pod")
             first_pid = int(data)
             (pod.path / "pid").write_text(str(first_pid))
             # Only the pod's own processes go into its cgroup: never the shim, which must
@@ -159,42 +165,106 @@ class Launcher:
         finally:
             _close(lock_fd, *fds)
 
+    def _prepare_user_namespace(self, pod: Pod, record: dict[str, Any], layer_count: int) -> int:
+        """A uid range and a user namespace for the pod; the pod's own directories are
+        owned by the range's root, and the image's layers will be idmapped into it."""
+        from gifee.runtime import userns
+
+        blocked = [str(d) for d in pod.path.parents if d.stat().st_mode & 0o001 == 0]
+        if blocked:
+            raise LaunchError(f"--private-users: the pod's own uids must be able to reach {pod.path}, but "
+                              f"{blocked[0]} is not searchable by others (chmod o+x it, or use another --dir)")
+        base = userns.allocate(self.data_dir / "userns", pod.uuid)
+        record["userns_base"] = base
+        fd = linux.new_user_namespace(base, userns.RANGE_SIZE)
+        os.chmod(pod.path, 0o711)  # the pod's root (a host uid of the range) passes through
+        for name in ("upper", "work", "rootfs"):
+            os.chown(pod.path / name, base, base)
+        for i in range(layer_count):
+            (pod.path / "lower" / str(i)).mkdir(parents=True)
+        return fd
+
     def _child(self, spec: PodSpec, pod: Pod, layers: Sequence[Path], cgroup: PodCgroup, shim: Path, *,
                detach: bool, lock_fd: int, pid_w: int, go_r: int, go_w: int, err_r: int, err_w: int,
-               stdio: tuple[int, int, int], out_r: int, errout_r: int, log_fd: int, pid_r: int) -> None:
-        """In the forked child; ends in exec of the shim or os._exit."""
+               stdio: tuple[int, int, int], out_r: int, errout_r: int, log_fd: int, pid_r: int,
+               userns_fd: int) -> None:
+        """In the forked child; ends in exec of the shim or os._exit.
+
+        Without a user namespace the child forks the pod's first process itself. With
+        one, it idmaps the layers in a private mount namespace (as host root), then forks
+        a relay that enters the user namespace, forks the first process there (so that
+        the PID, network and mount namespaces belong to the user namespace) and becomes
+        a relaying shim; the child itself stays host root to write the pod directory."""
         try:
             _close(pid_r, go_w, err_r)
             if detach:
                 os.setsid()
-            linux.unshare(namespace_flags(spec))
-            first = os.fork()
-            if first == 0:
-                from gifee.runtime import stage2
-
-                _close(pid_w, lock_fd, out_r, errout_r, log_fd)
-                os.set_blocking(err_w, True)
-                fcntl_cloexec(err_w)
-                stage2.run(spec, rootfs=pod.path / "rootfs", layers=layers, upper=pod.path / "upper",
-                           work=pod.path / "work", go_fd=go_r, error_fd=err_w, stdio=stdio)
-                os._exit(126)
-            os.write(pid_w, str(first).encode())
-            _close(pid_w, go_r, err_w, *[fd for fd in stdio if fd > 2])
-            keep = [lock_fd, log_fd, out_r, errout_r]
-            for fd in keep:
-                if fd >= 0:
-                    os.set_inheritable(fd, True)
-            if detach:
+                # Before any fork: nothing left beside a detached pod may hold the
+                # launcher's stdout or stderr (a caller reading them to EOF would hang).
                 null = os.open("/dev/null", os.O_RDWR)
                 for target in (0, 1, 2):
                     os.dup2(null, target)
+                os.close(null)
+            own = (lock_fd, out_r, errout_r, log_fd)
+            if userns_fd < 0:
+                watched = self._fork_first(spec, pod, layers, pid_w=pid_w, go_r=go_r, err_w=err_w,
+                                           stdio=stdio, close_in_first=own)
+            else:
+                # Everything the pod's first process imports must be loaded now: inside the
+                # user namespace this process is an unprivileged uid that may not read the
+                # Python installation (e.g. under /root).
+                import socket  # noqa: F401
+                import traceback  # noqa: F401
+
+                from gifee.runtime import stage2  # noqa: F401
+
+                linux.unshare(linux.CLONE_NEWNS)
+                linux.mount("", "/", None, linux.MS_REC | linux.MS_PRIVATE)
+                lowers = []
+                for i, layer in enumerate(layers):
+                    lower = pod.path / "lower" / str(i)
+                    linux.idmapped_bind(str(layer), str(lower), userns_fd)
+                    lowers.append(lower)
+                watched = os.fork()
+                if watched == 0:
+                    _close(*own)
+                    linux.set_parent_death_signal(signal.SIGKILL)
+                    linux.setns(userns_fd, linux.CLONE_NEWUSER)
+                    linux.become_namespace_root()
+                    first = self._fork_first(spec, pod, lowers, pid_w=pid_w, go_r=go_r, err_w=err_w,
+                                             stdio=stdio, close_in_first=())
+                    os.execv(str(shim), [str(shim), "-1", str(first), "-", "-1", "-1", "-1", "0"])
+                _close(pid_w, go_r, err_w, *[fd for fd in stdio if fd > 2])
+            for fd in own:
+                if fd >= 0:
+                    os.set_inheritable(fd, True)
             oom = str(cgroup.oom_kill_file())
-            os.execv(str(shim), [str(shim), str(lock_fd), str(first), oom, str(log_fd), str(out_r),
+            os.execv(str(shim), [str(shim), str(lock_fd), str(watched), oom, str(log_fd), str(out_r),
                                  str(errout_r), "0" if detach or spec.interactive else "1"])
         except BaseException as e:
-            with contextlib.suppress(OSError):
-                os.write(2, f"gifee: starting the pod failed: {e}\n".encode())
+            for fd in (err_w, 2):  # the launcher reads err_w; stderr may be /dev/null by now
+                with contextlib.suppress(OSError):
+                    os.write(fd, f"starting the pod failed: {e}\n".encode())
             os._exit(125)
+
+    def _fork_first(self, spec: PodSpec, pod: Pod, layers: Sequence[Path], *, pid_w: int, go_r: int,
+                    err_w: int, stdio: tuple[int, int, int], close_in_first: Sequence[int]) -> int:
+        """Unshare the pod's namespaces and fork its first process (PID 1 inside), whose
+        host PID goes to the launcher through pid_w."""
+        linux.unshare(namespace_flags(spec))
+        first = os.fork()
+        if first == 0:
+            from gifee.runtime import stage2
+
+            _close(pid_w, *close_in_first)
+            os.set_blocking(err_w, True)
+            fcntl_cloexec(err_w)
+            stage2.run(spec, rootfs=pod.path / "rootfs", layers=layers, upper=pod.path / "upper",
+                       work=pod.path / "work", go_fd=go_r, error_fd=err_w, stdio=stdio)
+            os._exit(126)
+        os.write(pid_w, str(first).encode())
+        _close(pid_w, go_r, err_w, *[fd for fd in stdio if fd > 2])
+        return first
 
     def _attach_network(self, pod: Pod, spec: PodSpec, first_pid: int) -> str | None:
         if spec.net != "default":  # host: the host's; none: only lo, which the pod brings up itself
@@ -271,6 +341,10 @@ def cleanup_pod(launcher: Launcher, pod: Pod, cgroup: PodCgroup | None = None) -
         cgroup.remove()
     except OSError as e:
         errors.append(f"cgroup: {e}")
+    if record.get("userns_base") is not None:
+        from gifee.runtime import userns
+
+        userns.release(launcher.data_dir / "userns", int(record["userns_base"]), pod.uuid)
     # The overlay was mounted in the pod's own mount namespace, gone with its processes.
     launcher.pods.remove_tree(pod)
     if errors:

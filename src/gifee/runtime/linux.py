@@ -41,8 +41,8 @@ PR_SET_NO_NEW_PRIVS = 38
 
 # pivot_root and capset have no libc wrapper; their numbers differ by architecture.
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "capset": 126},
-    "aarch64": {"pivot_root": 41, "capset": 91},
+    "x86_64": {"pivot_root": 155, "capset": 126, "open_tree": 428, "move_mount": 429, "mount_setattr": 442},
+    "aarch64": {"pivot_root": 41, "capset": 91, "open_tree": 428, "move_mount": 429, "mount_setattr": 442},
 }
 
 
@@ -157,3 +157,71 @@ def set_link_up(name: str) -> None:
         request = struct.pack("16sh22x", name.encode(), 0)
         flags = struct.unpack("16sh22x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, request))[1]
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sh22x", name.encode(), flags | IFF_UP))
+
+
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+OPEN_TREE_CLONE = 0x1
+OPEN_TREE_CLOEXEC = 0o2000000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_IDMAP = 0x00100000
+
+
+def idmapped_bind(source: str, target: str, userns_fd: int) -> None:
+    """Bind `source` on `target` with its owners seen through the user namespace's
+    mapping (an idmapped mount): files of host root appear as the namespace's root,
+    so a pod in a user namespace owns its image's files without a chown of the layers."""
+    import struct
+
+    tree = _check(_libc.syscall(ctypes.c_long(_syscall_number("open_tree")), ctypes.c_int(AT_FDCWD),
+                                source.encode(), ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)),
+                  f"open_tree({source})")
+    try:
+        attr = ctypes.create_string_buffer(struct.pack("QQQQ", MOUNT_ATTR_IDMAP, 0, 0, userns_fd), 32)
+        _check(_libc.syscall(ctypes.c_long(_syscall_number("mount_setattr")), ctypes.c_int(tree), b"",
+                             ctypes.c_uint(AT_EMPTY_PATH), attr, ctypes.c_size_t(32)),
+               f"mount_setattr(idmap {source})")
+        _check(_libc.syscall(ctypes.c_long(_syscall_number("move_mount")), ctypes.c_int(tree), b"",
+                             ctypes.c_int(AT_FDCWD), target.encode(), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)),
+               f"move_mount({source} -> {target})")
+    finally:
+        os.close(tree)
+
+
+def new_user_namespace(uid_base: int, count: int) -> int:
+    """A user namespace mapping 0..count-1 inside to uid_base.. on the host (uids and
+    gids alike); returns a descriptor of it. A short-lived child creates it, the
+    parent (root on the host) writes its maps, and the descriptor keeps it alive."""
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            unshare(CLONE_NEWUSER)
+            os.write(ready_w, b"1")
+            os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise OSError(1, "unshare(CLONE_NEWUSER) failed in the helper process")
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{child}/{name}", "w") as f:
+                f.write(f"0 {uid_base} {count}\n")
+        return os.open(f"/proc/{child}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.write(done_w, b"1")
+        os.close(done_w)
+        os.close(ready_r)
+        os.waitpid(child, 0)
+
+
+def become_namespace_root() -> None:
+    """After setns into a user namespace: be its uid and gid 0 (the host's base uid)."""
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)

@@ -16,6 +16,10 @@
  *
  * Usage: gifee-shim POD_DIR_FD CHILD_PID OOM_FILE LOG_FD OUT_PIPE_FD ERR_PIPE_FD TEE
  *   any *_FD may be -1; OOM_FILE may be "-"; TEE is 0 or 1.
+ * With POD_DIR_FD -1 it only relays: it ends as its child ended (the same exit code,
+ * or killed by the same signal). A pod in a user namespace has one such relay between
+ * the recording shim, which must stay host root to write the pod directory, and the
+ * pod's first process, which must be forked inside the user namespace.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -113,6 +117,13 @@ int main(int argc, char **argv) {
     int code = 0, sig = 0;
     if (WIFEXITED(status)) code = WEXITSTATUS(status);
     else if (WIFSIGNALED(status)) sig = WTERMSIG(status);
+    if (pod_fd < 0) {
+        if (sig) {
+            signal(sig, SIG_DFL);
+            kill(getpid(), sig);
+        }
+        return sig ? 128 + sig : code;
+    }
 
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);

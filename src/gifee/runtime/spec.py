@@ -168,6 +168,7 @@ class PodSpec:
     readonly_root: bool = False
     interactive: bool = False
     capabilities: frozenset[int] = DEFAULT_CAPABILITIES
+    private_users: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -191,6 +192,7 @@ class PodSpec:
             readonly_root=data["readonly_root"],
             interactive=data["interactive"],
             capabilities=frozenset(data["capabilities"]),
+            private_users=bool(data.get("private_users", False)),
         )
 
 
@@ -210,6 +212,7 @@ def make_spec(
     volumes: Sequence[str] = (),
     readonly_root: bool = False,
     interactive: bool = False,
+    private_users: bool = False,
 ) -> PodSpec:
     """The pod that `gifee run` options ask for, over an image's OCI config."""
     config = image_config.get("config") or {}
@@ -251,4 +254,5 @@ def make_spec(
         ),
         readonly_root=readonly_root,
         interactive=interactive,
+        private_users=private_users,
     )

@@ -41,11 +41,15 @@ def _mount_overlay(rootfs: Path, layers: Sequence[Path], upper: Path, work: Path
     linux.mount("overlay", str(rootfs), "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
 
 
-def _mount_dev(rootfs: Path) -> None:
+def _mount_dev(rootfs: Path, in_user_namespace: bool) -> None:
     dev = make_dirs_in_root(rootfs, "/dev")
     linux.mount("tmpfs", str(dev), "tmpfs", linux.MS_NOSUID | linux.MS_STRICTATIME, "mode=755,size=65536k")
     for name, major, minor in DEVICES:
         path = dev / name
+        if in_user_namespace:  # no mknod there: bind the host's device nodes instead
+            path.touch()
+            linux.mount(f"/dev/{name}", str(path), None, linux.MS_BIND)
+            continue
         os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
         os.chmod(path, 0o666)  # mknod's mode is filtered by the umask
     (dev / "pts").mkdir()
@@ -194,7 +198,7 @@ def run(
         linux.mount("", "/", None, linux.MS_REC | linux.MS_PRIVATE)
         _mount_overlay(rootfs, layers, upper, work)
         _mount_proc_sys(rootfs, own_network=spec.net != "host")
-        _mount_dev(rootfs)
+        _mount_dev(rootfs, spec.private_users)
         _mount_volumes(rootfs, spec)
         make_dirs_in_root(rootfs, spec.cwd)
         # The launcher sends the pod's address (or nothing) once the network is up.
