@@ -228,7 +228,7 @@ def _insecure_image(args: argparse.Namespace) -> bool:
 def _transport(args: argparse.Namespace) -> Transport:
     from gifee.image.imagecopy import Transport
 
-    return Transport(insecure=args.insecure or not args.tls_verify, tls_verify=args.tls_verify,
+    return Transport(insecure=args.insecure or args.tls_verify is False, force_tls=args.tls_verify is True,
                      creds=args.creds, data_dir=Path(args.dir))
 
 
@@ -293,8 +293,9 @@ def run_copy(args: argparse.Namespace) -> int:
 
 def _remote_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--insecure", action="store_true", help="plain HTTP (loopback registries use it anyway)")
-    p.add_argument("--tls-verify", type=_tls_verify, default=True, metavar="BOOL",
-                   help="false: plain HTTP, as --insecure")
+    p.add_argument("--tls-verify", type=_tls_verify, default=None, metavar="BOOL",
+                   help="true: HTTPS with a verified certificate even on loopback (CAs from the system or "
+                        "$SSL_CERT_FILE); false: plain HTTP, as --insecure")
     p.add_argument("--creds", metavar="USER:PASS",
                    help="registry credentials (else $GIFEE_REGISTRY_AUTH, else DIR/auth.json)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")

@@ -26,11 +26,13 @@ class Transport:
 
     insecure: bool = False
     tls_verify: bool = True
+    force_tls: bool = False
     creds: str | None = None
     data_dir: Path | None = None
 
     def client(self, ref: RemoteRef, *scopes: str) -> RegistryClient:
         return RegistryClient(ref.registry, insecure=self.insecure, tls_verify=self.tls_verify,
+                              force_tls=self.force_tls,
                               credentials=load_credentials(ref.registry, self.creds, self.data_dir),
                               scopes=list(scopes))
 

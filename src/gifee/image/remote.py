@@ -99,6 +99,7 @@ class RegistryClient:
     registry: str
     insecure: bool = False
     tls_verify: bool = True
+    force_tls: bool = False  # HTTPS even for a loopback registry (an explicit --tls-verify=true)
     credentials: tuple[str, str] | None = None
     scopes: list[str] = field(default_factory=list)
     _token: str | None = None
@@ -106,7 +107,8 @@ class RegistryClient:
 
     @property
     def base(self) -> str:
-        return f"{default_scheme(self.registry, self.insecure)}://{self.registry}"
+        scheme = "https" if self.force_tls else default_scheme(self.registry, self.insecure)
+        return f"{scheme}://{self.registry}"
 
     def _connect(self, url: urllib.parse.SplitResult) -> http.client.HTTPConnection:
         host = url.hostname or ""
