@@ -25,8 +25,9 @@ def cache_dir(data_dir: str | os.PathLike[str]) -> Path:
 
 
 class LayerCache:
-    def __init__(self, root: Path | None) -> None:
+    def __init__(self, root: Path | None, read: bool = True) -> None:
         self.root = root  # None: no caching
+        self.read = read
         self.hits = 0
         self.misses = 0
 
@@ -37,7 +38,7 @@ class LayerCache:
 
     def get(self, digest: str) -> LayerIndex | None:
         path = self._path(digest)
-        if path is None:
+        if path is None or not self.read:
             return None
         try:
             index = LayerIndex.from_dict(json.loads(path.read_bytes()))
