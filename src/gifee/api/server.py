@@ -1,0 +1,343 @@
+"""The API server's HTTP shell (aiohttp): routes requests to discovery, the REST
+verbs (rest.py) and watch streams (watchcache.py), and turns every failure into
+a Kubernetes Status. No authentication: serve on loopback, or put TLS and a
+trusted network around it (docs/API.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from gifee.api import discovery, errors, resources, routing, tables
+from gifee.api.rest import Rest, now
+from gifee.api.routing import Output, Target
+from gifee.api.storage import ListQuery, Storage
+from gifee.api.watchcache import CLOSED, ResourceWatchCache, direct_events
+from gifee.api.watchcore import WatchFilter
+from gifee.store.client import StoreClient
+
+log = logging.getLogger("gifee.api")
+MAX_BODY = 3 * 1024 * 1024
+DEFAULT_WATCH_TIMEOUT = 1800
+
+
+@dataclass
+class ApiConfig:
+    etcd_endpoint: str
+    bind_address: str = "127.0.0.1"
+    port: int = 8080
+    ssl_context: ssl.SSLContext | None = None
+    bookmark_interval: float = 60.0
+    watch_window: int = 1000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=json.dumps(data, separators=(",", ":")).encode(), status=status,
+                        content_type="application/json")
+
+
+def _status_response(e: errors.ApiError) -> web.Response:
+    return _json(e.status(), e.code)
+
+
+@web.middleware
+async def status_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except errors.ApiError as e:
+        return _status_response(e)
+    except web.HTTPRequestEntityTooLarge:
+        return _status_response(errors.ApiError(413, "RequestEntityTooLarge", "the request body is too large", {}))
+    except web.HTTPException:
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as e:  # one bad request never takes the server down
+        log.exception("%s %s", request.method, request.path)
+        return _status_response(errors.internal(str(e)))
+
+
+class ApiServer:
+    def __init__(self, client: StoreClient, config: ApiConfig) -> None:
+        self.client = client
+        self.config = config
+        self.storage = Storage(client)
+        self.rest = Rest(self.storage)
+        self.caches: dict[str, ResourceWatchCache] = {}
+        self._watch_tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        revision = await self.storage.revision()
+        for res in resources.RESOURCES:
+            cache = ResourceWatchCache(self.client, res, self.config.watch_window)
+            await cache.start(revision)
+            self.caches[res.plural] = cache
+        await self.rest.ensure_default_namespaces()
+
+    async def stop(self) -> None:
+        for cache in self.caches.values():
+            await cache.stop()
+        await self.rest.stop()
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[status_errors], client_max_size=MAX_BODY)
+        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        return app
+
+    # -- routing
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path.rstrip("/") or "/"
+        if request.method in ("GET", "HEAD"):
+            simple = await self._simple(request, path)
+            if simple is not None:
+                return simple
+        target = routing.parse_resource_path(path)
+        if target is None:
+            raise errors.path_not_found(path)
+        return await self._resource(request, target)
+
+    async def _simple(self, request: web.Request, path: str) -> web.StreamResponse | None:
+        if path in ("/healthz", "/livez", "/readyz") or path.startswith(("/healthz/", "/livez/", "/readyz/")):
+            if path.startswith("/readyz"):
+                try:
+                    await self.storage.revision()
+                except errors.ApiError as e:
+                    return web.Response(text=f"[-]etcd failed: {e.message}\nreadyz check failed", status=500)
+            return web.Response(text="ok", content_type="text/plain")
+        if path == "/version":
+            return _json(discovery.version_info())
+        if path == "/api":
+            return _json(discovery.api_versions(f"{self.config.bind_address}:{self.config.port}"))
+        if path == "/apis":
+            return _json(discovery.api_group_list())
+        if path in ("/openapi/v2", "/swagger-2.0.0.pb-v1"):
+            if routing.accepts_protobuf_openapi(request.headers.get("Accept", "")):
+                return web.Response(body=discovery.openapi_v2_protobuf(),
+                                    content_type="application/com.github.proto-openapi.spec.v2@v1.0+protobuf")
+            return _json(discovery.openapi_v2_json())
+        parts = [p for p in path.split("/") if p]
+        if len(parts) == 2 and parts[0] == "api":
+            doc = discovery.resource_list("", parts[1])
+            return _json(doc) if doc else None
+        if len(parts) == 2 and parts[0] == "apis":
+            doc = discovery.api_group(parts[1])
+            return _json(doc) if doc else None
+        if len(parts) == 3 and parts[0] == "apis":
+            doc = discovery.resource_list(parts[1], parts[2])
+            return _json(doc) if doc else None
+        return None
+
+    # -- bodies and output
+
+    async def _body(self, request: web.Request) -> Any:
+        raw = await request.read()
+        if not raw:
+            return None
+        ctype = request.content_type
+        try:
+            if ctype in ("application/yaml", "application/x-yaml"):
+                return yaml.safe_load(raw)
+            if ctype in ("application/json", "application/octet-stream", "text/plain", "") or ctype.endswith("+json"):
+                return json.loads(raw)
+        except (ValueError, yaml.YAMLError) as e:
+            raise errors.bad_request(f"the body of the request could not be decoded: {e}") from None
+        raise errors.ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
+                              f"accepted media types include: application/json, application/yaml (got {ctype!r})", {})
+
+    def _render(self, res: Any, out: Output, data: dict[str, Any], status: int = 200) -> web.Response:
+        if out.table and data.get("kind") not in ("Status", "Scale"):
+            items = data.get("items") if data.get("kind", "").endswith("List") and "items" in data else [data]
+            meta = {k: v for k, v in (data.get("metadata") or {}).items()
+                    if k in ("resourceVersion", "continue", "remainingItemCount")} if "items" in data else {}
+            return _json(tables.to_table(res.kind, items or [], now=now(), include_object=out.include_object,
+                                         list_meta=meta), status)
+        return _json(data, status)
+
+    # -- resources
+
+    async def _resource(self, request: web.Request, t: Target) -> web.StreamResponse:
+        res, ns, name, sub = t.res, t.namespace, t.name, t.subresource
+        query = dict(request.query)
+        method = request.method
+        out = routing.output_format(request.headers.get("Accept", ""), query)
+        dry_run = query.get("dryRun", "") == "All"
+        if query.get("dryRun", "") not in ("", "All"):
+            raise errors.bad_request(f"unsupported dryRun value {query['dryRun']!r}")
+        if res.namespaced and name and not ns:
+            raise errors.path_not_found(request.path)
+        if not name:
+            opts = routing.list_options(query, res, t.watch_prefix)
+            lq = ListQuery(ns, opts.label_selector, opts.field_selector, opts.limit, opts.continue_token,
+                           int(opts.resource_version) if opts.resource_version_match == "Exact" else 0)
+            if method in ("GET", "HEAD"):
+                if opts.watch:
+                    return await self._watch(request, t, opts, out)
+                if res.namespaced and ns:
+                    await self.rest._check_namespace(ns, creating=False)
+                result = await self.rest.list(res, lq)
+                return self._render(res, out, self.rest.list_object(res, result))
+            if method == "POST":
+                created = await self.rest.create(res, ns, await self._body(request), dry_run=dry_run)
+                return self._render(res, out, created, 201)
+            if method == "DELETE":
+                options = routing.delete_options(query, await self._body(request))
+                return self._render(res, out, await self.rest.delete_collection(res, lq, options))
+            raise errors.method_not_allowed()
+        if t.watch_prefix:
+            opts = routing.list_options({**query, "fieldSelector": f"metadata.name={name}"}, res, True)
+            return await self._watch(request, t, opts, out)
+        if not sub:
+            if method in ("GET", "HEAD"):
+                if query.get("watch") in ("1", "true"):
+                    opts = routing.list_options({**query, "fieldSelector": f"metadata.name={name}"}, res, True)
+                    return await self._watch(request, t, opts, out)
+                return self._render(res, out, await self.rest.get(res, ns, name))
+            if method == "PUT":
+                return self._render(res, out, await self.rest.update(res, ns, name, await self._body(request),
+                                                                     dry_run=dry_run))
+            if method == "PATCH":
+                return self._render(res, out, await self.rest.patch(
+                    res, ns, name, request.headers.get("Content-Type", ""), await self._body(request),
+                    dry_run=dry_run))
+            if method == "DELETE":
+                options = routing.delete_options(query, await self._body(request))
+                return self._render(res, out, await self.rest.delete(res, ns, name, options))
+            raise errors.method_not_allowed()
+        return await self._subresource(request, t, out, dry_run)
+
+    async def _subresource(self, request: web.Request, t: Target, out: Output, dry_run: bool) -> web.StreamResponse:
+        res, ns, name, sub = t.res, t.namespace, t.name, t.subresource
+        method = request.method
+        if sub == "status" or (sub == "finalize" and method == "PUT"):
+            if method == "GET":
+                return _json(await self.rest.get(res, ns, name))
+            if method == "PUT":
+                return _json(await self.rest.update(res, ns, name, await self._body(request), subresource="status",
+                                                    dry_run=dry_run))
+            if method == "PATCH":
+                return _json(await self.rest.patch(res, ns, name, request.headers.get("Content-Type", ""),
+                                                   await self._body(request), subresource="status", dry_run=dry_run))
+        elif sub == "scale":
+            if method == "GET":
+                return _json(await self.rest.get_scale(res, ns, name))
+            if method == "PUT":
+                return _json(await self.rest.update_scale(res, ns, name, await self._body(request), dry_run=dry_run))
+            if method == "PATCH":
+                return _json(await self.rest.update_scale(res, ns, name, await self._body(request), dry_run=dry_run,
+                                                          patch_type=request.headers.get("Content-Type", "")))
+        elif sub == "binding" and method == "POST":
+            return _json(await self.rest.bind(ns, name, await self._body(request)), 201)
+        elif sub == "eviction" and method == "POST":
+            return _json(await self.rest.evict(ns, name, await self._body(request)), 201)
+        elif sub == "log" and method == "GET":
+            data = await self.rest.pod_log(ns, name, dict(request.query))
+            return web.Response(body=data, content_type="text/plain")
+        raise errors.method_not_allowed()
+
+    # -- watch
+
+    async def _watch(self, request: web.Request, t: Target, opts: routing.ListOptions, out: Output) -> web.StreamResponse:
+        res = t.res
+        flt = WatchFilter(t.namespace, "", opts.label_selector, opts.field_selector)
+        cache = self.caches[res.plural]
+        timeout = opts.timeout_seconds if opts.timeout_seconds and opts.timeout_seconds > 0 else DEFAULT_WATCH_TIMEOUT
+        initial: list[dict[str, Any]] = []
+        if opts.resource_version in ("", "0"):
+            result = await self.storage.list(res, ListQuery(t.namespace, opts.label_selector, opts.field_selector))
+            initial, start = result.items, result.revision
+        else:
+            start = int(opts.resource_version)
+        response = web.StreamResponse(headers={"Content-Type": "application/json",
+                                               "Cache-Control": "no-cache, private"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        first = [True]
+
+        async def send(kind: str, obj: dict[str, Any]) -> None:
+            if out.table and kind in ("ADDED", "MODIFIED", "DELETED"):
+                obj = tables.to_table(res.kind, [obj], now=now(), include_object=out.include_object,
+                                      headers=True)
+            first[0] = False
+            await response.write(json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n")
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        sub = cache.subscribe(start, flt)
+        try:
+            for obj in initial:
+                await send("ADDED", obj)
+            if sub is None:
+                try:
+                    async with asyncio.timeout(timeout):
+                        async for kind, obj in direct_events(self.client, res, start, flt):
+                            await send(kind, obj)
+                except errors.ApiError as e:
+                    await send("ERROR", e.status())
+                except TimeoutError:
+                    pass
+                return response
+            next_bookmark = loop.time() + self.config.bookmark_interval
+            while True:
+                now_t = loop.time()
+                if now_t >= deadline:
+                    break
+                wait = deadline - now_t
+                if opts.allow_bookmarks:
+                    wait = min(wait, max(0.0, next_bookmark - now_t))
+                try:
+                    kind, obj = await asyncio.wait_for(sub.queue.get(), timeout=wait)
+                except TimeoutError:
+                    if opts.allow_bookmarks and loop.time() >= next_bookmark:
+                        await send("BOOKMARK", {"kind": res.kind, "apiVersion": res.api_version,
+                                                "metadata": {"resourceVersion": str(max(sub.seen, cache.latest))}})
+                        next_bookmark = loop.time() + self.config.bookmark_interval
+                    continue
+                if (kind, obj) == CLOSED:
+                    break
+                await send(kind, obj)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            if sub is not None:
+                cache.unsubscribe(sub)
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await response.write_eof()
+        return response
+
+
+async def serve(config: ApiConfig, *, ready: asyncio.Event | None = None) -> None:
+    client = StoreClient(config.etcd_endpoint)
+    server = ApiServer(client, config)
+    for attempt in range(60):
+        try:
+            await server.start()
+            break
+        except errors.ApiError as e:
+            if attempt == 59:
+                raise RuntimeError(f"cannot reach the store at {config.etcd_endpoint}: {e.message}") from None
+            await asyncio.sleep(0.5)
+    runner = web.AppRunner(server.app(), access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, config.bind_address, config.port, ssl_context=config.ssl_context)
+    await site.start()
+    log.info("serving the Kubernetes API on %s://%s:%d (store %s)", "https" if config.ssl_context else "http",
+             config.bind_address, config.port, config.etcd_endpoint)
+    if ready is not None:
+        ready.set()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        await server.stop()
+        await client.close()

@@ -1,0 +1,168 @@
+"""The watch cache's shell: one store watch per resource, fanned out to many
+HTTP watchers (the decisions are in watchcore).
+
+A `ResourceWatchCache` starts at the store's current revision and keeps a
+window of recent events. A watcher subscribes at a revision: it gets the
+window's later events, then live ones, through its own bounded queue; a
+watcher that falls too far behind is closed (its client re-watches). A
+revision older than the window is served by a direct store watch
+(`direct_events`), which fails with Expired when the store has compacted it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gifee.api.resources import Resource
+from gifee.api.storage import decode, is_compacted
+from gifee.api.versions import too_old
+from gifee.api.watchcore import Event, EventWindow, WatchFilter, decide
+from gifee.store.client import StoreClient
+from gifee.store.errors import StoreError
+from gifee.store.proto import kv_pb2
+
+log = logging.getLogger("gifee.api.watch")
+QUEUE_LIMIT = 10_000
+CLOSED: tuple[str, Any] = ("CLOSED", None)
+
+
+def to_events(res: Resource, resp: Any) -> list[Event]:
+    out = []
+    for e in resp.events:
+        kv = e.kv
+        if e.type == kv_pb2.Event.DELETE:
+            if not e.prev_kv.key:
+                continue
+            obj = decode(res, e.prev_kv.value, kv.mod_revision)
+            out.append(Event("DELETED", obj, None, kv.mod_revision))
+        else:
+            obj = decode(res, kv.value, kv.mod_revision)
+            prev = decode(res, e.prev_kv.value, e.prev_kv.mod_revision) if e.prev_kv.key else None
+            kind = "ADDED" if kv.create_revision == kv.mod_revision else "MODIFIED"
+            out.append(Event(kind, obj, prev, kv.mod_revision))
+    return out
+
+
+class Subscription:
+    def __init__(self, flt: WatchFilter, start: int) -> None:
+        self.filter = flt
+        self.start = start
+        self.seen = start
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.closed = False
+
+    def offer(self, ev: Event) -> None:
+        if self.closed or ev.revision <= self.start:
+            return
+        self.seen = max(self.seen, ev.revision)
+        decision = decide(self.filter, ev)
+        if decision is None:
+            return
+        if self.queue.qsize() >= QUEUE_LIMIT:
+            self.close()
+            return
+        self.queue.put_nowait(decision)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.queue.put_nowait(CLOSED)
+
+
+class ResourceWatchCache:
+    def __init__(self, client: StoreClient, res: Resource, capacity: int = 1000) -> None:
+        self.client = client
+        self.res = res
+        self.capacity = capacity
+        self.window = EventWindow(capacity, 0)
+        self.subscribers: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self, revision: int) -> None:
+        self.window = EventWindow(self.capacity, revision)
+        self._task = asyncio.create_task(self._run(revision + 1))
+        self._ready.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for sub in list(self.subscribers):
+            sub.close()
+
+    async def _run(self, next_revision: int) -> None:
+        prefix = self.res.storage_prefix.encode()
+        while True:
+            try:
+                async for resp in self.client.watch(prefix, prefix=True, start_revision=next_revision, prev_kv=True):
+                    if resp.canceled:
+                        if resp.compact_revision:
+                            self._reset(int(resp.compact_revision))
+                            next_revision = int(resp.compact_revision)
+                        break
+                    for ev in to_events(self.res, resp):
+                        self.window.append(ev)
+                        next_revision = ev.revision + 1
+                        for sub in list(self.subscribers):
+                            sub.offer(ev)
+            except asyncio.CancelledError:
+                raise
+            except StoreError as e:
+                if is_compacted(e):
+                    self._reset(next_revision)
+                log.warning("watch on %s: %s; retrying", self.res.plural, e.message)
+            except Exception:  # the store went away: keep trying from where we were
+                log.exception("watch on %s failed; retrying", self.res.plural)
+            await asyncio.sleep(0.5)
+
+    def _reset(self, revision: int) -> None:
+        """Events were lost (compaction while disconnected): every watcher must start again."""
+        for sub in list(self.subscribers):
+            sub.close()
+        self.subscribers.clear()
+        self.window = EventWindow(self.capacity, revision)
+
+    @property
+    def latest(self) -> int:
+        return self.window.latest
+
+    def subscribe(self, revision: int, flt: WatchFilter) -> Subscription | None:
+        """Events after `revision` from the window, then live; None if the window no longer covers it."""
+        backlog = self.window.since(revision)
+        if backlog is None:
+            return None
+        sub = Subscription(flt, revision)
+        for ev in backlog:
+            sub.offer(ev)
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self.subscribers.discard(sub)
+
+
+async def direct_events(client: StoreClient, res: Resource, revision: int,
+                        flt: WatchFilter) -> AsyncIterator[tuple[str, Any]]:
+    """Events after `revision` straight from the store, for a revision older than the window
+    (this watcher costs its own store watch); raises Expired (410) when the store has compacted it."""
+    prefix = res.storage_prefix.encode()
+    try:
+        async for resp in client.watch(prefix, prefix=True, start_revision=revision + 1, prev_kv=True):
+            if resp.canceled:
+                if resp.compact_revision:
+                    raise too_old(revision, int(resp.compact_revision))
+                return
+            for ev in to_events(res, resp):
+                decision = decide(flt, ev)
+                if decision is not None:
+                    yield decision
+    except StoreError as e:
+        if is_compacted(e):
+            raise too_old(revision, revision) from None
+        raise
