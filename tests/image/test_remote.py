@@ -446,16 +446,18 @@ def test_pulled_signed_image_runs(keys: Path, tmp_path: Path) -> None:
         signed_busybox(a, name, keys)
         assert gifee(a, "image", "push", name).returncode == 0
         assert gifee(b, "image", "pull", name, "--insecure-options=image").returncode == 0
-        r = gifee(b, "run", name, "--", "/bin/true")
+        r = gifee(b, "run", "--net=none", name, "--", "/bin/true")
         assert r.returncode != 0 and "trusted" in r.stderr  # pulled anyway, but run checks trust itself
         assert gifee(b, "trust", "--prefix", f"{server.address}/x", f"{keys}.pub").returncode == 0
-        r = gifee(b, "run", name, "--", "/bin/sh", "-c", "echo pulled and ran")
+        r = gifee(b, "run", "--net=none", name, "--", "/bin/sh", "-c", "echo pulled and ran")
         assert r.returncode == 0, r.stderr
         assert "pulled and ran" in r.stdout
-        r = gifee(b, "run", "--insecure-options=image", name, "--", "/bin/true")
+        r = gifee(b, "run", "--net=none", "--insecure-options=image", name, "--", "/bin/true")
         assert r.returncode == 0, r.stderr
     finally:
+        gifee(tmp_path / "b", "gc", "--grace-period=0s")  # exited pods hold mounts pytest cannot remove
         server.stop()
+    assert not list((tmp_path / "b" / "pods" / "run").glob("*"))
 
 
 def test_pull_by_digest_needs_a_name(registry: RegistryProcess, tmp_path: Path) -> None:
