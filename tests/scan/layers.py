@@ -107,5 +107,5 @@ def image_of(*blobs: bytes, label: str = "test/image:1", claimed: list[str] | No
     layers = []
     for i, blob in enumerate(blobs):
         d = claimed[i] if claimed else digest(blob)
-        layers.append(LayerRef(d, "gzip", lambda b=blob: io.BytesIO(b)))  # type: ignore[misc]
+        layers.append(LayerRef(d, "gzip", lambda b=blob: io.BytesIO(b)))
     return ImageTarget(label, "sha256:" + "0" * 64, layers)
