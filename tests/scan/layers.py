@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from gifee.scan.targets import ImageTarget, LayerRef
 
@@ -102,10 +104,14 @@ def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def _opener(blob: bytes) -> Callable[[], IO[bytes]]:
+    return lambda: io.BytesIO(blob)
+
+
 def image_of(*blobs: bytes, label: str = "test/image:1", claimed: list[str] | None = None) -> ImageTarget:
     """An image target over gzip layer blobs held in memory (digests computed unless claimed)."""
     layers = []
     for i, blob in enumerate(blobs):
         d = claimed[i] if claimed else digest(blob)
-        layers.append(LayerRef(d, "gzip", lambda b=blob: io.BytesIO(b)))
+        layers.append(LayerRef(d, "gzip", _opener(blob)))
     return ImageTarget(label, "sha256:" + "0" * 64, layers)
