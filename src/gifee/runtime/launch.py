@@ -327,16 +327,17 @@ def cleanup_pod(launcher: Launcher, pod: Pod, cgroup: PodCgroup | None = None) -
     netns = pod.path / "netns"
     record = pod.read_json("pod.json") or {}
     spec_data = record.get("spec") or {}
-    if spec_data.get("net", "host") == "default":
-        try:
-            from gifee.runtime.network import PortMapping, unpin_netns
+    try:
+        from gifee.runtime.network import PortMapping, unpin_netns
 
+        if spec_data.get("net") == "default":
             ports = [PortMapping(host_port=p["host_port"], pod_port=p["pod_port"], protocol=p["protocol"],
                                  host_ip=p["host_ip"]) for p in spec_data.get("ports", [])]
             launcher.network().detach(pod.uuid, netns, ports)
+        if netns.exists():
             unpin_netns(netns)
-        except Exception as e:
-            errors.append(f"network: {e}")
+    except Exception as e:
+        errors.append(f"network: {e}")
     try:
         cgroup.remove()
     except OSError as e:
