@@ -124,7 +124,7 @@ class ApiServer:
         if path in ("/openapi/v2", "/swagger-2.0.0.pb-v1"):
             if routing.accepts_protobuf_openapi(request.headers.get("Accept", "")):
                 return web.Response(body=discovery.openapi_v2_protobuf(),
-                                    content_type="application/com.github.proto-openapi.spec.v2@v1.0+protobuf")
+                                    content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
             return _json(discovery.openapi_v2_json())
         parts = [p for p in path.split("/") if p]
         if len(parts) == 2 and parts[0] == "api":
