@@ -171,3 +171,27 @@ def test_layer_index_round_trips_through_json() -> None:
     again = LayerIndex.from_dict(json.loads(json.dumps(index.to_dict())))
     assert again == index
     assert index_layer(io.BytesIO(gzip.decompress(base_layer())), "none", None, "l").files.keys() == index.files.keys()
+
+
+def test_alpine_and_python_roots_are_matched(tmp_path: Path, db: VulnDB) -> None:
+    from gifee.scan.scanner import scan_root
+
+    root = tmp_path / "alpine"
+    (root / "etc").mkdir(parents=True)
+    (root / "lib/apk/db").mkdir(parents=True)
+    (root / "etc/os-release").write_text('NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.10.2\n')
+    installed = "P:libcrypto1.1\nV:{v}\nA:x86_64\no:openssl\n\nP:musl\nV:1.1.22-r3\no:musl\n"
+    (root / "lib/apk/db/installed").write_text(installed.format(v="1.1.1c-r0"))
+    site = root / "usr/lib/python3.7/site-packages/Jinja2-2.10.dist-info"
+    site.mkdir(parents=True)
+    (site / "METADATA").write_text("Name: Jinja2\nVersion: 2.10\n")
+    report = scan_root(root, db)
+    assert report.namespace == "alpine:v3.10"
+    by = {(f.id, f.package): f for f in report.findings}
+    crypto = by[("CVE-2019-1547", "libcrypto1.1")]
+    assert crypto.fixed == "1.1.1d-r0" and crypto.source_package == "openssl"
+    assert crypto.action == "upgrade libcrypto1.1 from 1.1.1c-r0 to 1.1.1d-r0"
+    jinja = by[("PYSEC-2019-217", "Jinja2")]
+    assert jinja.namespace == "PyPI" and jinja.fixed == "2.10.1" and "CVE-2019-10906" in jinja.aliases
+    (root / "lib/apk/db/installed").write_text(installed.format(v="1.1.1d-r0"))
+    assert ("CVE-2019-1547", "libcrypto1.1") not in {(f.id, f.package) for f in scan_root(root, db).findings}
