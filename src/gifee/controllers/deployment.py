@@ -189,9 +189,9 @@ def _status(d: Obj, rss: list[Obj], new: Obj | None, surge: int, unavail: int, n
             c for k, c in conds.items() if k not in ("Progressing", "Available")]
     if all(old.get(k) == v for k, v in st.items()):
         return None
-    body = deepcopy(d)
-    body["status"] = {**old, **st}
-    return Action("update_status", "deployments", namespace_of(d), name_of(d), body)
+    # a merge patch of the status: it must not conflict with the revision annotation patch before it
+    return Action("patch", "deployments", namespace_of(d), name_of(d), {"status": st},
+                  {"subresource": "status", "patchType": "application/merge-patch+json"})
 
 
 def _proportional(d: Obj, active: list[Obj], new: Obj | None, surge: int) -> dict[str, int]:
