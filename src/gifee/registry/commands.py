@@ -34,6 +34,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--max-blob-size", type=_size, default=10 << 30, help="largest blob accepted (default 10G)")
     p.add_argument("--read-timeout", type=float, default=60.0,
                    help="seconds a request body may stall before it is abandoned (default 60)")
+    p.add_argument("--vulndb", default="",
+                   help="scan pushed images against this database (default: DIR/vulndb.sqlite, if it exists)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
     p.set_defaults(run=run_serve)
     rsub = p.add_subparsers(dest="registry_command")
@@ -75,6 +77,7 @@ def run_serve(args: argparse.Namespace) -> int:
             realm=args.realm,
             max_blob_bytes=args.max_blob_size,
             read_timeout=args.read_timeout,
+            vulndb=Path(args.vulndb) if args.vulndb else Path(args.dir) / "vulndb.sqlite",
         )
         ssl_context = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
         asyncio.run(serve(config, host.strip("[]") or "0.0.0.0", int(port), ssl_context))

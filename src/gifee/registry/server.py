@@ -49,7 +49,11 @@ class RegistryConfig:
     token_ttl: int = 300
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
     read_timeout: float = 60.0  # seconds without a byte before a request body is abandoned
+    vulndb: Path | None = None  # scan each pushed image against it (when the file exists)
 
+
+# The config media types that make a manifest an image (an artifact's differ).
+IMAGE_CONFIG_TYPES = ("application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json")
 
 Handler = Callable[[web.Request, Route, "Identity"], Awaitable[web.StreamResponse]]
 
@@ -82,6 +86,7 @@ class Registry:
         if config.rights_file is not None:
             self.rights = auth.Rights.parse(config.rights_file.read_text())
         self.token_key = self._token_key() if config.auth == "token" else b""
+        self.scans: dict[str, asyncio.Task[None]] = {}  # manifest digest -> scan in progress
         self.handlers: dict[tuple[Endpoint, str], Handler] = {
             (Endpoint.BASE, "GET"): self.base,
             (Endpoint.BLOB, "GET"): self.get_blob,
@@ -112,6 +117,7 @@ class Registry:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.errors_middleware])
         app.router.add_route("*", "/token", self.token)
+        app.router.add_route("GET", "/api/v1/repository/{tail:.*}", self.security)
         app.router.add_route("*", "/v2{tail:.*}", self.dispatch)
         app.router.add_route("*", "/{tail:.*}", self.not_found)
         app.on_response_prepare.append(self._common_headers)
@@ -451,11 +457,64 @@ class Registry:
             raise RegistryError("DIGEST_INVALID", {"reference": route.reference, "digest": str(manifest.digest)})
         tag = None if by_digest else route.reference
         await asyncio.to_thread(self.store_manifest, route.name, manifest, body, tag)
+        self.schedule_scan(route.name, manifest)
         headers = {"Location": f"/v2/{route.name}/manifests/{manifest.digest}",
                    "Docker-Content-Digest": str(manifest.digest)}
         if manifest.subject is not None:
             headers["OCI-Subject"] = str(manifest.subject.digest)
         return web.Response(status=201, headers=headers)
+
+    # ------------------------------------------------------------------ scanning (quay + Clair)
+
+    def schedule_scan(self, name: str, manifest: manifests.Manifest) -> None:
+        """Scan a pushed image in a worker thread: the push is answered at once, and
+        GET /api/v1/repository/<repo>/manifest/<digest>/security serves the report."""
+        vulndb = self.config.vulndb
+        if vulndb is None or not vulndb.exists() or manifest.artifact_type not in IMAGE_CONFIG_TYPES:
+            return  # nothing to scan against, or not an image (an index's images are pushed too)
+        digest = str(manifest.digest)
+        if digest in self.scans:
+            return
+
+        def scan() -> None:
+            from gifee.scan import registry_hook
+
+            report = registry_hook.scan_manifest(self.config.root, name, digest, vulndb)
+            registry_hook.save_report(self.config.root, digest, report)
+
+        async def run() -> None:
+            try:
+                await asyncio.to_thread(scan)
+            except Exception:
+                logging.getLogger("gifee.registry").exception("scanning %s@%s failed", name, digest)
+            finally:
+                self.scans.pop(digest, None)
+
+        self.scans[digest] = asyncio.get_running_loop().create_task(run())
+
+    async def security(self, request: web.Request) -> web.StreamResponse:
+        """quay's security endpoint: /api/v1/repository/<repo>/manifest/<digest>/security."""
+        tail = request.match_info["tail"]
+        repo, sep, rest = tail.rpartition("/manifest/")
+        digest, _, suffix = rest.partition("/")
+        route = routes.match(f"/v2/{repo}/manifests/{digest}") if sep and suffix == "security" else None
+        if route is None or route.endpoint is not Endpoint.MANIFEST or ":" not in route.reference:
+            raise RegistryError("NAME_UNKNOWN", {"path": request.path[:300]}, status=404,
+                                message="no such endpoint")
+        self.authenticate(request, route)  # pull rights on the repository
+        if not await asyncio.to_thread(self.storage.has_manifest, route.name, route.digest):
+            raise RegistryError("MANIFEST_UNKNOWN", {"reference": route.reference})
+        from gifee.scan import registry_hook
+
+        report = await asyncio.to_thread(registry_hook.latest_report, self.config.root, str(route.digest))
+        if report is not None:
+            body: dict[str, object] = {"status": "scanned", "data": report}
+        elif str(route.digest) in self.scans:
+            body = {"status": "queued"}
+        else:
+            body = {"status": "unsupported" if self.config.vulndb is None or not self.config.vulndb.exists()
+                    else "not scanned"}
+        return web.json_response(body)
 
     def store_manifest(self, name: str, manifest: manifests.Manifest, body: bytes, tag: str | None) -> None:
         with self.storage.writer_lock():  # held from the checks to the write: GC cannot slip in

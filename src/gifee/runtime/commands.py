@@ -81,6 +81,9 @@ def run_options() -> argparse.ArgumentParser:
     p.add_argument("--detach", "-d", action="store_true", help="start the pod and return; print its UUID")
     p.add_argument("--insecure-options", default="", help="comma-separated checks to skip: image (signature)")
     p.add_argument("--uuid-file-save", help="write the pod's UUID to this file")
+    p.add_argument("--fail-on-severity", metavar="LEVEL",
+                   help="refuse the image if the scanner finds vulnerabilities of this severity or worse "
+                        "(unknown, negligible, low, medium, high, critical; needs DIR/vulndb.sqlite)")
     return p
 
 
@@ -131,6 +134,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             TrustStore(data_dir / "trust").check(store, image)
         store.verify(image)
+        if args.fail_on_severity:
+            from gifee.scan.policy import check_image
+
+            check_image(data_dir, store, image, args.fail_on_severity)
         layers = store.layer_dirs(image)
         launcher = _launcher(args)
         import uuid as uuid_module
