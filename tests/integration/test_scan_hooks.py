@@ -19,7 +19,6 @@ from gifee.image.build import build_from_rootfs
 from gifee.image.store import ImageStore
 from gifee.scan.vulndb.store import database_path
 from tests.registry.harness import RegistryProcess
-from tests.scan.conftest import vulndb_dir  # noqa: F401  (the shared vulnerability data, loaded once)
 from tests.scan.layers import wheezy_root
 
 
