@@ -362,3 +362,27 @@ def test_private_users_maps_pod_root_to_an_unprivileged_host_uid(gifee: Gifee) -
     assert gifee.status(uuid, wait=True)["signal"] == 9
     gifee.run("rm", uuid)
     assert not list((gifee.dir / "userns").iterdir())  # the uid range is free again
+
+
+def test_a_pod_joins_another_pods_network(gifee: Gifee) -> None:
+    sandbox = gifee.detach("--hostname", "sandbox", "--", "/bin/sleep", "60")
+    server = gifee.detach(f"--net=pod:{sandbox}", "--", "/bin/sh", "-c",
+                          "mkdir -p /www && echo from-sibling > /www/index.html && exec httpd -f -p 8080 -h /www")
+    try:
+        ip = gifee.status(sandbox)["networks"]["default"]["ip"]
+        assert gifee.status(server)["networks"]["default"]["ip"] == ip
+        body = ""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and body != "from-sibling\n":
+            body = gifee.pod(f"--net=pod:{sandbox}", "--", "/bin/sh", "-c",
+                             "hostname; wget -q -O - http://127.0.0.1:8080/").stdout
+            body = body.split("\n", 1)[1] if body.startswith("sandbox\n") else body
+            time.sleep(0.1)
+        assert body == "from-sibling\n"  # over the shared loopback, with the sandbox's host name
+        # the sibling's files are its own: sharing the network shares no file system
+        assert "No such file" in gifee.pod(f"--net=pod:{sandbox}", "--", "/bin/sh", "-c",
+                                           "cat /www/index.html 2>&1").stdout
+    finally:
+        gifee.run("stop", "--force", server, sandbox)
+    refused = gifee.pod("--net=pod:00000000", "--", "/bin/true")
+    assert refused.returncode != 0 and "no pod matches" in refused.stderr

@@ -69,7 +69,9 @@ def run_options() -> argparse.ArgumentParser:
     p.add_argument("--cpu", help="CPU limit, e.g. 750m or 1.5")
     p.add_argument("--memory", help="memory limit, e.g. 128M or 1Gi")
     p.add_argument("--pids", type=int, help="limit on the number of processes")
-    p.add_argument("--net", default="default", help="host, default (own namespace on gifee's bridge) or none")
+    p.add_argument("--net", default="default",
+                   help="host, default (own namespace on gifee's bridge), none, or pod:UUID (join that pod's "
+                        "network, UTS and IPC namespaces, as containers of one Kubernetes pod do)")
     p.add_argument("--port", action="append", default=[], help="HOST:POD[/udp] port forwarding (--net=default)")
     p.add_argument("--volume", action="append", default=[], help="HOST:POD[:ro] bind mount")
     p.add_argument("--env", "--set-env", action="append", default=[], help="NAME=VALUE")
@@ -142,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         launcher = _launcher(args)
         import uuid as uuid_module
 
-        hostname = args.hostname or f"gifee-{uuid_module.uuid4().hex[:8]}"
+        hostname = args.hostname or _joined_hostname(launcher, args.net) or f"gifee-{uuid_module.uuid4().hex[:8]}"
         spec = make_spec(
             image_name=image.name, image_digest=image.manifest_digest, image_config=image.config,
             hostname=hostname, args=extra, env=args.env, cpu=args.cpu, memory=args.memory, pids=args.pids,
@@ -164,6 +166,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Exception as e:  # image, trust and network errors carry their own messages
         return _fail(str(e) or type(e).__name__)
     return 0 if code is None else code
+
+
+def _joined_hostname(launcher: Any, net: str) -> str | None:
+    """A pod joined to another (--net=pod:UUID) shares its UTS namespace, so its name."""
+    from gifee.runtime.spec import joined_pod
+
+    target = joined_pod(net)
+    if not target:
+        return None
+    try:
+        record = launcher.pods.find(target).read_json("pod.json") or {}
+    except Exception:
+        return None  # the launcher reports a missing pod with its own message
+    name = (record.get("spec") or {}).get("hostname")
+    return str(name) if name else None
 
 
 def _age(ts: float | None) -> str:

@@ -33,7 +33,7 @@ from gifee.runtime import linux
 from gifee.runtime.cgroups import PodCgroup
 from gifee.runtime.pods import Pod, Pods
 from gifee.runtime.shimbin import shim_binary
-from gifee.runtime.spec import PodSpec
+from gifee.runtime.spec import PodSpec, joined_pod
 
 
 class LaunchError(Exception):
@@ -44,7 +44,10 @@ def namespace_flags(spec: PodSpec) -> int:
     """The namespaces the child unshares before forking the pod's first process. Not the
     mount namespace: the first process makes its own, so that its pivot_root never
     moves the shim's root (the shim reads the host's cgroup files)."""
-    flags = linux.CLONE_NEWIPC | linux.CLONE_NEWPID
+    flags = linux.CLONE_NEWPID
+    if joined_pod(spec.net):
+        return flags  # network, UTS and IPC are the joined pod's (setns before this)
+    flags |= linux.CLONE_NEWIPC
     if spec.net != "host":
         flags |= linux.CLONE_NEWNET | linux.CLONE_NEWUTS
     return flags
@@ -95,6 +98,7 @@ class Launcher:
         started = False
         fds: list[int] = []
         userns_fd = -1
+        join_fds: list[int] = []
         try:
             record: dict[str, Any] = {"uuid": pod.uuid, "created": time.time(), "spec": spec.to_json(),
                                       "layers": [str(p) for p in layers]}
@@ -103,6 +107,9 @@ class Launcher:
             if spec.private_users:
                 userns_fd = self._prepare_user_namespace(pod, record, len(layers))
                 fds.append(userns_fd)
+            if joined_pod(spec.net):
+                join_fds = self._joined_namespaces(spec, record)
+                fds.extend(join_fds)
             pod.write_json("pod.json", record)
             cgroup.create(spec.limits)
             pid_r, pid_w = os.pipe()
@@ -124,10 +131,11 @@ class Launcher:
             if child == 0:
                 self._child(spec, pod, layers, cgroup, shim, detach=detach, lock_fd=lock_fd,
                             pid_w=pid_w, go_r=go_r, go_w=go_w, err_r=err_r, err_w=err_w, stdio=stdio,
-                            out_r=out_r, errout_r=errout_r, log_fd=log_fd, pid_r=pid_r, userns_fd=userns_fd)
+                            out_r=out_r, errout_r=errout_r, log_fd=log_fd, pid_r=pid_r, userns_fd=userns_fd,
+                            join_fds=join_fds)
             _close(pid_w, go_r, err_w, out_w, errout_w, out_r, errout_r, log_fd)
             _close(*[fd for fd in stdio if fd > 2])
-            fds = [pid_r, go_w, err_r, userns_fd]
+            fds = [pid_r, go_w, err_r, userns_fd, *join_fds]
             data = _read_all(pid_r)
             if not data:
                 reason = _read_all(err_r).decode(errors="replace").strip()
@@ -144,7 +152,7 @@ class Launcher:
                 # its own error says more than the network's.
                 _close(go_w)
                 raise LaunchError(_read_all(err_r).decode(errors="replace").strip() or str(e)) from None
-            os.write(go_w, (pod_ip or "-").encode())
+            os.write(go_w, (pod_ip or record.get("joined_ip") or "-").encode())
             _close(go_w)
             error = _read_all(err_r).decode(errors="replace")
             if error:
@@ -164,6 +172,25 @@ class Launcher:
             raise
         finally:
             _close(lock_fd, *fds)
+
+    def _joined_namespaces(self, spec: PodSpec, record: dict[str, Any]) -> list[int]:
+        """Descriptors of the network, UTS and IPC namespaces of the pod that --net=pod:UUID
+        names, which must be running; its address and host name become this pod's."""
+        target = self.pods.find(joined_pod(spec.net) or "")
+        if target.state != "running" or target.pid is None:
+            raise LaunchError(f"--net=pod:{target.uuid}: that pod is not running")
+        record["joined"] = target.uuid
+        net = target.read_json("net.json")
+        if net is not None:
+            record["joined_ip"] = net.get("ip")
+        fds = []
+        try:
+            for ns in ("net", "uts", "ipc"):
+                fds.append(os.open(f"/proc/{target.pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC))
+        except OSError as e:
+            _close(*fds)
+            raise LaunchError(f"--net=pod:{target.uuid}: cannot open its namespaces: {e}") from None
+        return fds
 
     def _prepare_user_namespace(self, pod: Pod, record: dict[str, Any], layer_count: int) -> int:
         """A uid range and a user namespace for the pod; the pod's own directories are
@@ -187,7 +214,7 @@ class Launcher:
     def _child(self, spec: PodSpec, pod: Pod, layers: Sequence[Path], cgroup: PodCgroup, shim: Path, *,
                detach: bool, lock_fd: int, pid_w: int, go_r: int, go_w: int, err_r: int, err_w: int,
                stdio: tuple[int, int, int], out_r: int, errout_r: int, log_fd: int, pid_r: int,
-               userns_fd: int) -> None:
+               userns_fd: int, join_fds: Sequence[int]) -> None:
         """In the forked child; ends in exec of the shim or os._exit.
 
         Without a user namespace the child forks the pod's first process itself. With
@@ -206,6 +233,8 @@ class Launcher:
                     os.dup2(null, target)
                 os.close(null)
             own = (lock_fd, out_r, errout_r, log_fd)
+            for fd in join_fds:
+                linux.setns(fd)
             if userns_fd < 0:
                 watched = self._fork_first(spec, pod, layers, pid_w=pid_w, go_r=go_r, err_w=err_w,
                                            stdio=stdio, close_in_first=own)
@@ -370,6 +399,10 @@ def describe(pod: Pod) -> dict[str, Any]:
     net = pod.read_json("net.json")
     if net:
         info["networks"] = {"default": net}
+    elif record.get("joined"):
+        info["joined"] = record["joined"]
+        if record.get("joined_ip"):
+            info["networks"] = {"default": {"ip": record["joined_ip"], "joined": record["joined"]}}
     exit_record = pod.read_json("exit")
     info["exited"] = info["state"] not in ("running", "preparing")
     if exit_record is not None:

@@ -23,7 +23,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-NET_MODES = ("default", "host", "none")
+NET_MODES = ("default", "host", "none", "pod:UUID")
+JOIN_PREFIX = "pod:"  # --net=pod:UUID shares a running pod's network, UTS and IPC namespaces
+
+
+def joined_pod(net: str) -> str | None:
+    """The pod whose namespaces --net=pod:UUID joins (how a Kubernetes pod's containers
+    share one network: each runs as a gifee pod joined to the pod's sandbox)."""
+    return net[len(JOIN_PREFIX):] if net.startswith(JOIN_PREFIX) else None
 
 # The capabilities a pod's processes keep: rkt's and Docker's default set.
 DEFAULT_CAPABILITIES = frozenset({
@@ -229,8 +236,10 @@ def make_spec(
     for item in env:
         name, value = parse_env(item)
         merged[name] = value
-    if net not in NET_MODES:
+    if net not in NET_MODES and not joined_pod(net):
         raise SpecError(f"--net={net}: must be one of {', '.join(NET_MODES)}")
+    if joined_pod(net) and private_users:
+        raise SpecError("--net=pod:UUID and --private-users exclude each other")
     port_maps = tuple(parse_port(p) for p in ports)
     if port_maps and net != "default":
         raise SpecError(f"--port needs --net=default (the pod's own network); got --net={net}")

@@ -208,7 +208,7 @@ def run(
         pod_ip = go.decode().strip() or None
         _write_etc(rootfs, spec, None if pod_ip == "-" else pod_ip)
         _pivot(rootfs)
-        if spec.net != "host":
+        if spec.net != "host" and not spec.net.startswith("pod:"):  # a joined pod's UTS is shared
             import socket
 
             socket.sethostname(spec.hostname)
