@@ -20,7 +20,8 @@ if TYPE_CHECKING:  # imported when used: `gifee run` must not pay for the store'
     import ssl
 
 # Parts whose `commands` module adds subcommands, in the order `gifee --help` lists them.
-PART_COMMANDS = ("runtime", "image", "registry", "scan", "api", "agent")
+PART_COMMANDS = ("runtime", "image", "registry", "scan", "api", "scheduler", "controllers", "agent", "proxy",
+                 "dns", "cluster")
 DEFAULT_DIR = "/var/lib/gifee"
 
 
