@@ -14,7 +14,7 @@ Rules (Kubernetes' replica set controller):
   restarts first, newer before older.
 - Status: replicas (active owned pods), fullyLabeledReplicas (those carrying every
   template label), readyReplicas, availableReplicas (ready for minReadySeconds),
-  observedGeneration; written through the status subresource only when changed.
+  observedGeneration; merge-patched through the status subresource only when changed.
 - ReplicationControllers use a plain map selector (defaulted from the template's
   labels by the API server), ReplicaSets a LabelSelector; otherwise the same.
 
@@ -113,11 +113,10 @@ def _status_action(owner: Obj, kind: str, status: Obj) -> Action | None:
     keys = ("replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas", "observedGeneration")
     if all(old.get(k, 0) == status.get(k, 0) for k in keys):
         return None
-    body = deepcopy(owner)
-    new_status = dict(old)
-    new_status.update(status)
-    body["status"] = new_status
-    return Action("update_status", KINDS[kind][0], namespace_of(owner), name_of(owner), body)
+    # a merge patch of the status subresource: the deployment controller's spec updates
+    # of the same object do not make it conflict
+    return Action("patch", KINDS[kind][0], namespace_of(owner), name_of(owner), {"status": status},
+                  {"subresource": "status", "patchType": "application/merge-patch+json"})
 
 
 def claim(owner: Obj, kind: str, pods: list[Obj]) -> tuple[list[Obj], list[Action]]:
