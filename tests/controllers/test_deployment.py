@@ -160,3 +160,30 @@ def test_recreate_never_mixes_versions() -> None:
     set_image(c, "nginx:2")
     settle(c, check)
     assert len(c.list("pods")) == 3
+
+
+def test_progress_deadline_exceeded() -> None:
+    import datetime as dt
+    c = Cluster()
+    body = dep(2, 1, 0)
+    body["spec"]["progressDeadlineSeconds"] = 60
+    c.add("deployments", body)
+    for _ in range(4):  # pods never become ready: no kubelet
+        rs_pass(c)
+        c.apply(deployment.reconcile(c.get("deployments", "default", "web") or {}, c.list("replicasets"),
+                                     c.list("pods"), c.now))
+    prog = next(x for x in (c.get("deployments", "default", "web") or {})["status"]["conditions"]
+                if x["type"] == "Progressing")
+    assert (prog["status"], prog["reason"]) == ("True", "ReplicaSetUpdated")
+    c.now += dt.timedelta(seconds=61)
+    c.apply(deployment.reconcile(c.get("deployments", "default", "web") or {}, c.list("replicasets"),
+                                 c.list("pods"), c.now))
+    prog = next(x for x in (c.get("deployments", "default", "web") or {})["status"]["conditions"]
+                if x["type"] == "Progressing")
+    assert (prog["status"], prog["reason"]) == ("False", "ProgressDeadlineExceeded")
+    # progress resumes: the condition comes back
+    c.kubelet()
+    settle(c)
+    prog = next(x for x in (c.get("deployments", "default", "web") or {})["status"]["conditions"]
+                if x["type"] == "Progressing")
+    assert (prog["status"], prog["reason"]) == ("True", "NewReplicaSetAvailable")

@@ -30,7 +30,8 @@ Rules (Kubernetes' deployment controller):
 - Status: observedGeneration, replicas, updatedReplicas, readyReplicas,
   availableReplicas, unavailableReplicas, collisionCount, and the Available and
   Progressing conditions (reasons MinimumReplicasAvailable/MinimumReplicasUnavailable,
-  NewReplicaSetCreated/FoundNewReplicaSet/ReplicaSetUpdated/NewReplicaSetAvailable).
+  ReplicaSetUpdated/NewReplicaSetAvailable, and ProgressDeadlineExceeded once
+  progressDeadlineSeconds pass without any change in the replica counts).
 
 Theory of operation: `reconcile(deployment, replica_sets, pods, now)` looks at the
 deployment and the cached replica sets (whose status the replica set controller
@@ -164,9 +165,9 @@ def _status(d: Obj, rss: list[Obj], new: Obj | None, surge: int, unavail: int, n
     conds = {c.get("type"): c for c in old.get("conditions") or [] if isinstance(c, dict)}
     ts = timestamp(now)
 
-    def cond(ctype: str, status: str, reason: str, message: str) -> None:
+    def cond(ctype: str, status: str, reason: str, message: str, force: bool = False) -> None:
         prev = conds.get(ctype)
-        if prev and prev.get("status") == status and prev.get("reason") == reason:
+        if prev and prev.get("status") == status and prev.get("reason") == reason and not force:
             return
         transition = prev.get("lastTransitionTime", ts) if prev and prev.get("status") == status else ts
         conds[ctype] = {"type": ctype, "status": status, "lastUpdateTime": ts, "lastTransitionTime": transition,
@@ -182,8 +183,20 @@ def _status(d: Obj, rss: list[Obj], new: Obj | None, surge: int, unavail: int, n
                     and st["availableReplicas"] == replicas and spec_replicas(new) == replicas)
         if complete:
             cond("Progressing", "True", "NewReplicaSetAvailable", f'ReplicaSet "{rs_name}" has successfully progressed.')
-        elif "Progressing" not in conds or conds["Progressing"].get("reason") == "NewReplicaSetAvailable":
-            cond("Progressing", "True", "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.')
+        else:
+            msg = f'ReplicaSet "{rs_name}" is progressing.'
+            prog = conds.get("Progressing") or {}
+            progressed = any(old.get(k) != st[k] for k in ("replicas", "updatedReplicas", "readyReplicas",
+                                                             "availableReplicas"))
+            deadline = int((d.get("spec") or {}).get("progressDeadlineSeconds") or 600)
+            since = parse_time(prog.get("lastUpdateTime"))
+            if prog.get("reason") in (None, "NewReplicaSetAvailable") or progressed or (
+                    prog.get("reason") == "ReplicaSetUpdated" and prog.get("message") != msg):
+                cond("Progressing", "True", "ReplicaSetUpdated", msg, force=True)
+            elif (prog.get("reason") == "ReplicaSetUpdated" and since is not None
+                  and since + dt.timedelta(seconds=deadline) < now):
+                cond("Progressing", "False", "ProgressDeadlineExceeded",
+                     f'ReplicaSet "{rs_name}" has timed out progressing.')
     if conds:
         st["conditions"] = [conds[k] for k in ("Progressing", "Available") if k in conds] + [
             c for k, c in conds.items() if k not in ("Progressing", "Available")]

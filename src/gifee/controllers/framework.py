@@ -217,8 +217,11 @@ async def run_worker(name: str, queue: WorkQueue, reconcile: Reconciler) -> None
         except ApiError as e:
             log.info("%s %s: %s %s (requeued)", name, key, e.code, e)
             queue.rate_limited(key)
-        except Exception:
-            log.exception("%s %s failed (requeued)", name, key)
+        except Exception as e:
+            if type(e).__name__.startswith("_"):  # an expected outcome told as an exception (unschedulable)
+                log.debug("%s %s: %s (requeued)", name, key, e)
+            else:
+                log.exception("%s %s failed (requeued)", name, key)
             queue.rate_limited(key)
         else:
             queue.forget(key)
