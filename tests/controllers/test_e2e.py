@@ -258,6 +258,15 @@ def test_namespace_delete_and_leader_election(cp: tuple[Cluster, dict[str, Proc]
     wait("team pods", lambda: len(pods(c, "team")) == 2, procs=procs)
     c.kubectl(KUBECTL_132, "delete", "namespace", "team", "--wait=false")
     wait("namespace gone", lambda: c.http("GET", "/api/v1/namespaces/team")[0] == 404, timeout=60, procs=procs)
+    # foreground cascade: the deployment stays (with its finalizer) until its replica set and pods are gone
+    c.kubectl(KUBECTL_132, "apply", "-f", "-", input=DEPLOYMENT.replace("metadata: {name: web,", "metadata: {name: fg,", 1)
+              .replace("app: web", "app: fg").replace("replicas: 5", "replicas: 3"))
+    wait("fg pods", lambda: _running(c, "app=fg", 3), procs=procs)
+    c.kubectl(KUBECTL_132, "delete", "deployment/fg", "--cascade=foreground", "--wait=false")
+    wait("fg gone", lambda: c.http("GET", "/apis/apps/v1/namespaces/default/deployments/fg")[0] == 404
+         and not [r for r in get(c, "/apis/apps/v1/namespaces/default/replicasets")["items"]
+                  if r["metadata"]["name"].startswith("fg-")], procs=procs)
+    wait("fg pods gone", lambda: pods(c, selector="app=fg") == [], procs=procs)
     # leader election: cm-1 holds the lease; a second manager waits, then takes over when cm-1 dies
     lease = get(c, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager")
     assert lease["spec"]["holderIdentity"] == "cm-1"
