@@ -1,0 +1,1 @@
+"""gifee agent: the node agent (the kubelet\x27s job)."""
