@@ -248,6 +248,11 @@ spec:
     old = [p for p in pods(c, selector="app=pinned") if p["spec"]["nodeName"] == "lonely-0"]
     assert all(p["metadata"].get("deletionTimestamp") for p in old)
     assert all(x["status"] == "False" for p in old for x in p["status"]["conditions"] if x["type"] == "Ready")
+    # the node is removed for good: pod GC force-deletes what was left on it
+    c.kubectl(KUBECTL_132, "delete", "node", "lonely-0")
+    wait("orphaned pod removed", lambda: [p["spec"]["nodeName"] for p in pods(c, selector="app=pinned")]
+         not in ([], ["lonely-0"]) and all(p["spec"]["nodeName"] != "lonely-0"
+                                          for p in pods(c, selector="app=pinned")), procs=procs)
     c.kubectl(KUBECTL_132, "delete", "rs/pinned")
 
 

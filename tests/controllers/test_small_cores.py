@@ -164,3 +164,25 @@ def test_hollow_kubelet_runs_and_deletes_pods() -> None:
     assert ips == ["10.244.3.2", "10.244.3.3"]
     assert acts[2].options["gracePeriodSeconds"] == 0
     assert hollownode.lease_body("n1", T0)["spec"]["renewTime"] == micro_timestamp(T0)
+
+
+def test_pod_gc_removes_pods_of_missing_nodes() -> None:
+    from gifee.controllers import podgc
+    pods = [{"metadata": {"name": n, "namespace": "d", "uid": n}, "spec": {"nodeName": node} if node else {}}
+            for n, node in (("a", "n1"), ("b", "gone"), ("c", ""))]
+    acts = podgc.reconcile(pods, [{"metadata": {"name": "n1"}}])
+    assert [(a.verb, a.name, a.options["gracePeriodSeconds"]) for a in acts] == [("delete", "b", 0)]
+    assert acts[0].options["confirmAbsent"][0]["name"] == "gone"
+
+
+def test_hollow_kubelet_makes_pods_ready_again() -> None:
+    pod = {"metadata": {"name": "a", "namespace": "default", "uid": "a"},
+           "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]}, "status": {}}
+    [act] = hollownode.pod_actions("n1", 0, [pod], T0)
+    running = dict(pod, status=(act.body or {})["status"])
+    assert hollownode.pod_actions("n1", 0, [running], T0) == []
+    for c in running["status"]["conditions"]:
+        if c["type"] == "Ready":
+            c["status"] = "False"
+    [again] = hollownode.pod_actions("n1", 0, [running], T0)
+    assert all(c["status"] == "True" for c in (again.body or {})["status"]["conditions"])

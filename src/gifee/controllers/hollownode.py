@@ -12,6 +12,8 @@ Rules (what a kubelet does, minus running anything):
   from the node's podCIDR (the lowest free .2-.254), hostIP, startTime, the
   PodScheduled/Initialized/ContainersReady/Ready conditions True and a running,
   ready container status per container.
+- A Running pod whose Ready condition went False (the node lifecycle controller
+  marks pods of unreachable nodes) is made Ready again once the node is back.
 - A pod on the node with a deletionTimestamp is "stopped" and deleted with
   gracePeriodSeconds 0 (the kubelet's final delete), uid as precondition.
 
@@ -27,6 +29,7 @@ import datetime as dt
 from gifee.controllers.objects import (
     Action,
     Obj,
+    condition,
     deepcopy,
     is_deleting,
     micro_timestamp,
@@ -137,7 +140,15 @@ def pod_actions(node_name: str, index: int, pods: list[Obj], now: dt.datetime) -
             actions.append(Action("delete", "pods", namespace_of(pod), name_of(pod), None,
                                   {"gracePeriodSeconds": 0, "preconditions": {"uid": uid_of(pod)}}))
             continue
-        if status.get("phase") in ("Running", "Succeeded", "Failed") and status.get("podIP"):
+        if status.get("phase") in ("Succeeded", "Failed"):
+            continue
+        if status.get("phase") == "Running" and status.get("podIP"):
+            if condition(pod, "Ready") is not None and (condition(pod, "Ready") or {}).get("status") != "True":
+                body = deepcopy(pod)  # marked NotReady while the node was unreachable: ready again
+                for c in body["status"].get("conditions") or []:
+                    if c.get("type") in ("Ready", "ContainersReady"):
+                        c.update({"status": "True", "lastTransitionTime": timestamp(now)})
+                actions.append(Action("update_status", "pods", namespace_of(pod), name_of(pod), body))
             continue
         ip = free_ip(index, used)
         if ip is None:

@@ -3,7 +3,7 @@ the pure cores in between.
 
 Controllers (names as kube-controller-manager's --controllers takes them):
   replicaset, replicationcontroller, deployment, endpoints, namespace,
-  garbagecollector, nodelifecycle.
+  garbagecollector, nodelifecycle, podgc.
 Event routing: pods -> their controller's key (or every RS/RC of the namespace
 for orphans, which may be adopted), the services of their namespace, their node;
 replica sets -> their deployment; leases in kube-node-lease -> their node;
@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 
 from gifee.api.client import ApiClient
-from gifee.controllers import deployment, endpoints, gc, namespace, nodelifecycle, replicas
+from gifee.controllers import deployment, endpoints, gc, namespace, nodelifecycle, podgc, replicas
 from gifee.controllers.framework import (
     Informer,
     WorkQueue,
@@ -40,7 +40,7 @@ from gifee.controllers.objects import (
 
 log = logging.getLogger("gifee.controllers")
 ALL_CONTROLLERS = ("replicaset", "replicationcontroller", "deployment", "endpoints", "namespace",
-                   "garbagecollector", "nodelifecycle")
+                   "garbagecollector", "nodelifecycle", "podgc")
 GC_RESOURCES = ("pods", "replicasets", "replicationcontrollers", "deployments", "services", "endpoints",
                 "configmaps", "secrets")
 
@@ -82,6 +82,7 @@ class ControllerManager:
         self.inf["services"].on_event(lambda t, o, old: self._add("endpoints", key_of(o)))
         self.inf["endpoints"].on_event(lambda t, o, old: self._add("endpoints", key_of(o)))
         self.inf["nodes"].on_event(lambda t, o, old: self._add("nodelifecycle", key_of(o)))
+        self.inf["nodes"].on_event(lambda t, o, old: self._add("podgc", "all") if t in ("DELETED", "RESYNC") else None)
         self.inf["leases"].on_event(lambda t, o, old: self._add("nodelifecycle", str(meta(o).get("name", ""))))
         self.inf["namespaces"].on_event(self._on_namespace)
         for plural in GC_RESOURCES:
@@ -191,6 +192,11 @@ class ControllerManager:
                                       self.opts.node_monitor_grace_period, self.opts.default_toleration_seconds)
         await apply_actions(self.api, out.actions, self.inf)
         return seconds_until(out.next_check, now)
+
+    async def reconcile_podgc(self, key: str) -> float | None:
+        acts = podgc.reconcile(self.inf["pods"].list(), self.inf["nodes"].list())
+        await apply_actions(self.api, acts, self.inf)
+        return None
 
     # --- running ---------------------------------------------------------------------------------
 
