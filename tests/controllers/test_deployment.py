@@ -187,3 +187,40 @@ def test_progress_deadline_exceeded() -> None:
     prog = next(x for x in (c.get("deployments", "default", "web") or {})["status"]["conditions"]
                 if x["type"] == "Progressing")
     assert (prog["status"], prog["reason"]) == ("True", "NewReplicaSetAvailable")
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 7), surge=st.sampled_from([0, 1, 3, "25%", "50%"]),
+       unavail=st.sampled_from([0, 1, 3, "25%", "50%"]), rnd=st.randoms(use_true_random=False))
+def test_rolling_update_bounds_with_slow_random_readiness(n: int, surge: Any, unavail: Any, rnd: Any) -> None:
+    """Pods become ready at random moments; the bounds hold at every step and the rollout finishes."""
+    from gifee.controllers.objects import timestamp
+    c = Cluster()
+    d = c.add("deployments", dep(n, surge, unavail))
+    settle(c)
+    max_surge, max_unavail = deployment.surge_and_unavailable(d)
+
+    def check(c: Cluster) -> None:
+        pods = c.list("pods")
+        assert len([p for p in pods if pod_is_ready(p)]) >= n - max_unavail
+        assert sum(r["spec"]["replicas"] for r in c.list("replicasets")) <= n + max_surge
+
+    set_image(c, "nginx:2")
+    for _ in range(200):
+        rs_pass(c)
+        check(c)
+        for (r, _, _), o in c.objects.items():  # a random subset of the pods gets ready
+            if r == "pods" and o.get("status", {}).get("phase") != "Running" and rnd.random() < 0.3:
+                o["status"] = {"phase": "Running", "podIP": "10.0.0.1",
+                               "conditions": [{"type": "Ready", "status": "True",
+                                               "lastTransitionTime": timestamp(c.now)}]}
+        rs_pass(c)
+        c.apply(deployment.reconcile(c.get("deployments", "default", "web") or {}, c.list("replicasets"),
+                                     c.list("pods"), c.now))
+        check(c)
+        final = c.get("deployments", "default", "web") or {}
+        if final.get("status", {}).get("updatedReplicas") == n and final["status"].get("availableReplicas") == n \
+                and final["status"].get("replicas") == n:
+            break
+    else:
+        raise AssertionError("rollout did not finish")
