@@ -278,8 +278,10 @@ def plan_pod(pod: Obj | None, rec: PodRecord | None, observed: Mapping[str, Obse
     """What to do next for one pod (desired `pod`, None when it left the API or the node)."""
     views = views or {}
     if rec is None:
-        if pod is None or is_deleting(pod) or pod_done(pod, None, observed, now, cfg):
-            return [] if pod is None else [Action("finalize", uid_of(pod))]
+        if pod is None or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return []
+        if is_deleting(pod):
+            return [Action("finalize", uid_of(pod))]
         return [Action("start-sandbox", uid_of(pod))]
     running = [u for u in rec.uuids() if (o := observed.get(u)) is not None and o.running]
     if pod is None:
@@ -308,11 +310,8 @@ def plan_pod(pod: Obj | None, rec: PodRecord | None, observed: Mapping[str, Obse
     return actions
 
 
-def pod_done(pod: Obj, rec: PodRecord | None, observed: Mapping[str, Observed], now: float, cfg: Config) -> bool:
-    phase = (pod.get("status") or {}).get("phase")
-    if rec is None:
-        return phase in ("Succeeded", "Failed")
-    return all(d == "done" for d in _decisions(pod, rec, observed, now, cfg).values())
+def pod_done(pod: Obj, rec: PodRecord, observed: Mapping[str, Observed], now: float, cfg: Config) -> bool:
+    return all(d == "done" for d, _ in _decisions(pod, rec, observed, now, cfg).values())
 
 
 def _decisions(pod: Obj, rec: PodRecord, observed: Mapping[str, Observed], now: float,
@@ -418,7 +417,7 @@ def conditions(old: Sequence[Obj], wanted: Sequence[tuple[str, bool, str]], now:
         prev = previous.get(kind)
         changed = prev is None or prev.get("status") != status
         cond: Obj = {"type": kind, "status": status, "lastProbeTime": None,
-                     "lastTransitionTime": rfc3339(now) if changed else prev.get("lastTransitionTime")}
+                     "lastTransitionTime": rfc3339(now) if changed or prev is None else prev.get("lastTransitionTime")}
         if reason:
             cond["reason"] = reason
         out.append(cond)

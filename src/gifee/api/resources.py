@@ -101,6 +101,7 @@ RESOURCES: tuple[Resource, ...] = (
              subresources=(
                  _status("Pod"),
                  Subresource("log", "Pod", ("get",)),
+                 Subresource("exec", "PodExecOptions", ("create", "get")),
                  Subresource("binding", "Binding", ("create",)),
                  Subresource("eviction", "Eviction", ("create",), group="policy", version="v1"),
              ),

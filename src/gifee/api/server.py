@@ -240,6 +240,11 @@ class ApiServer:
             return _json(await self.rest.bind(ns, name, await self._body(request)), 201)
         elif sub == "eviction" and method == "POST":
             return _json(await self.rest.evict(ns, name, await self._body(request)), 201)
+        elif res.plural == "pods" and sub in ("log", "exec") and method in ("GET", "POST"):
+            from gifee.api import nodeproxy  # the node agent serves these (docs in nodeproxy)
+
+            serve = nodeproxy.serve_log if sub == "log" else nodeproxy.serve_exec
+            return await serve(self.storage, request, ns, name)
         elif sub == "log" and method == "GET":
             data = await self.rest.pod_log(ns, name, dict(request.query))
             return web.Response(body=data, content_type="text/plain")
