@@ -47,7 +47,7 @@ def test_informer_ignores_stale_events() -> None:
     inf.observe("ADDED", pod(5))
     inf.observe("MODIFIED", pod(7))  # written through
     inf.observe("MODIFIED", pod(6))  # the watch catching up: ignored
-    assert inf.get("ns/p") == pod(7)
+    assert inf.get("ns/p") == {**pod(7), "kind": "Pod"}
     inf.observe("DELETED", pod(8))
     inf.observe("MODIFIED", pod(7))  # late event after the delete: ignored
     assert inf.get("ns/p") is None

@@ -18,6 +18,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--tls-private-key-file", default="")
     p.add_argument("--watch-cache-size", type=int, default=1000, help="events kept per resource for watchers")
     p.add_argument("--bookmark-interval", type=float, default=60.0, help="seconds between watch bookmarks")
+    p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12",
+                   help="CIDR for service cluster IPs (its first host is the kubernetes service's)")
+    p.add_argument("--service-node-port-range", default="30000-32767", help="port range for NodePort services")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
     p.set_defaults(run=run_apiserver)
     asub = p.add_subparsers(dest="apiserver_command")
@@ -52,6 +55,10 @@ def run_apiserver(args: argparse.Namespace) -> int:
         port = args.secure_port
     config = ApiConfig(etcd_endpoint=endpoint, bind_address=args.bind_address, port=port, ssl_context=context,
                        bookmark_interval=args.bookmark_interval, watch_window=args.watch_cache_size)
+    from gifee.api.ipalloc import parse_port_range
+
+    config.extra["service_cluster_ip_range"] = args.service_cluster_ip_range
+    config.extra["service_node_port_range"] = parse_port_range(args.service_node_port_range)
     try:
         asyncio.run(serve(config))
     except KeyboardInterrupt:

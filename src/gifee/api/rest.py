@@ -16,6 +16,7 @@ from typing import Any
 
 from gifee.api import errors, lifecycle, patch, resources
 from gifee.api.defaults import apply_defaults
+from gifee.api.ipalloc import ServiceAllocator
 from gifee.api.resources import Resource
 from gifee.api.selectors import SelectorError, format_label_selector, from_label_selector_object, labels_match
 from gifee.api.storage import ListQuery, ListResult, Storage
@@ -45,6 +46,10 @@ def _dry_run(query: dict[str, str]) -> bool:
     return v == "All"
 
 
+async def _done(obj: Obj) -> Obj:
+    return obj
+
+
 def _strip_rv(obj: Obj) -> Obj:
     out = copy.deepcopy(obj)
     out.get("metadata", {}).pop("resourceVersion", None)
@@ -55,6 +60,7 @@ class Rest:
     def __init__(self, storage: Storage, *, log_source: LogSource | None = None) -> None:
         self.storage = storage
         self.log_source = log_source
+        self.services: ServiceAllocator | None = None  # cluster IPs and node ports (ipalloc.py), set by the server
         self._namespace_tasks: dict[str, asyncio.Task[None]] = {}
 
     # -- checks
@@ -107,6 +113,9 @@ class Rest:
         if causes:
             raise errors.invalid(res, str(meta.get("name", "")), causes)
         lifecycle.prepare_create(res, obj, now())
+        if res.kind == "Service" and self.services is not None:
+            return await self.services.create(obj, lambda: self.storage.create(res, obj) if not dry_run else
+                                              _done(obj), dry_run)
         if dry_run:
             return obj
         return await self.storage.create(res, obj)
@@ -142,8 +151,12 @@ class Rest:
         return await self._write(res, namespace, name, lambda current: obj, want_rv, subresource, dry_run)
 
     async def _write(self, res: Resource, namespace: str, name: str, make: Callable[[Obj], Obj], want_rv: str,
-                     subresource: str, dry_run: bool) -> Obj:
+                     subresource: str, dry_run: bool, *, allocated: bool = False) -> Obj:
         """The shared update path: precondition, server fields, defaults, validation, one guarded write."""
+        if res.kind == "Service" and not subresource and not allocated and self.services is not None:
+            current = await self.storage.get(res, namespace, name)
+            return await self.services.update(current, make, lambda m: self._write(
+                res, namespace, name, m, want_rv, subresource, dry_run, allocated=True), dry_run)
         result: list[Obj] = []
 
         def mutate(current: Obj) -> Obj | None:
@@ -171,6 +184,8 @@ class Rest:
         if lifecycle.should_remove_after_update(written):
             removed = await self.storage.delete_if(res, written, int(written["metadata"]["resourceVersion"]))
             if removed is not None:
+                if res.kind == "Service" and self.services is not None:
+                    await self.services.removed(removed)
                 return removed
         return written
 
@@ -228,6 +243,8 @@ class Rest:
             mod = int(meta["resourceVersion"])
             if decision.remove:
                 deleted = await self.storage.delete_if(res, current, mod)
+                if deleted is not None and res.kind == "Service" and self.services is not None:
+                    await self.services.removed(deleted)
                 if deleted is not None:
                     return deleted
             else:

@@ -30,7 +30,7 @@ from typing import Any
 
 from gifee.api.client import ApiClient, resource_path
 from gifee.api.errors import ApiError
-from gifee.controllers.objects import Action, Obj, key_of, micro_timestamp, parse_time
+from gifee.controllers.objects import KIND_PLURALS, Action, Obj, key_of, micro_timestamp, parse_time
 
 log = logging.getLogger("gifee.controllers")
 Handler = Callable[[str, Obj, Obj | None], None]  # (event type, object, old object)
@@ -56,6 +56,7 @@ class Informer:
         self.tombstones: dict[str, int] = {}
         self.handlers: list[Handler] = []
         self.synced = asyncio.Event()
+        self.kind = next((k for k, p in KIND_PLURALS.items() if p == resource), "")
 
     def on_event(self, handler: Handler) -> None:
         self.handlers.append(handler)
@@ -75,6 +76,8 @@ class Informer:
 
     def observe(self, kind: str, obj: Obj) -> None:
         """Apply one event (from the watch or written through), unless it is older than what we hold."""
+        if not obj.get("kind") and self.kind:
+            obj["kind"] = self.kind
         key = key_of(obj)
         old = self.cache.get(key)
         rv = _rv(obj)
@@ -241,7 +244,6 @@ def delete_options(options: Obj) -> Obj:
 
 async def owners_absent(api: ApiClient, refs: list[Obj]) -> bool:
     """The GC's live check: every named owner is really gone (or replaced by another uid)."""
-    from gifee.controllers.objects import KIND_PLURALS
     for r in refs:
         plural = KIND_PLURALS.get(str(r.get("kind")))
         if plural is None:
