@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from gifee.api import discovery, errors, resources, routing, tables
+from gifee.api import discovery, errors, ipalloc, resources, routing, tables
 from gifee.api.rest import Rest, now
 from gifee.api.routing import Output, Target
 from gifee.api.storage import ListQuery, Storage
@@ -73,6 +73,9 @@ class ApiServer:
         self.config = config
         self.storage = Storage(client)
         self.rest = Rest(self.storage)
+        self.rest.services = ipalloc.ServiceAllocator(
+            client, str(config.extra.get("service_cluster_ip_range", ipalloc.DEFAULT_RANGE)),
+            config.extra.get("service_node_port_range", ipalloc.DEFAULT_PORTS))
         self.caches: dict[str, ResourceWatchCache] = {}
         self._watch_tasks: set[asyncio.Task[Any]] = set()
 
@@ -83,6 +86,21 @@ class ApiServer:
             await cache.start(revision)
             self.caches[res.plural] = cache
         await self.rest.ensure_default_namespaces()
+        await self._ensure_kubernetes_service()
+
+    async def _ensure_kubernetes_service(self) -> None:
+        """The `kubernetes` service (and its endpoints: this server) in `default`; kept if it exists."""
+        assert self.rest.services is not None
+        svc, eps = ipalloc.kubernetes_objects(self.rest.services.cidr, self.config.bind_address, self.config.port)
+        for plural, obj in (("services", svc), ("endpoints", eps)):
+            res = resources.by_plural(plural)
+            if obj is None or res is None:
+                continue
+            try:
+                await self.rest.create(res, "default", obj)
+            except errors.ApiError as e:
+                if e.reason != "AlreadyExists" and e.code != 422:
+                    raise
 
     async def stop(self) -> None:
         for cache in self.caches.values():
