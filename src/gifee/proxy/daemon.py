@@ -1,0 +1,125 @@
+"""`gifee proxy`: keeps the node's `table ip gifee` equal to render(services, endpoints),
+and (with --routes) the routes to other nodes' pod subnets.
+
+Level-triggered: a Mirror of services and endpoints (and nodes) pokes a
+debouncer; the sync loop wakes on a poke or every --sync-period, renders, and
+runs `nft -f` only when the text differs from what it last applied or the table
+has gone missing. The kernel does the forwarding: this process is never in the
+data path, and the rules stay when it dies (SIGKILL); a clean stop (SIGTERM,
+SIGINT) removes the table unless --keep-rules-on-exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+from gifee.proxy import rules
+from gifee.proxy.mirror import Debouncer, Mirror
+
+log = logging.getLogger("gifee.proxy")
+
+
+class NftError(Exception):
+    pass
+
+
+async def nft(text: str, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec("nft", *args, stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate(text.encode())
+    if proc.returncode != 0:
+        raise NftError(err.decode(errors="replace").strip())
+    return out.decode()
+
+
+async def table_exists() -> bool:
+    try:
+        await nft("", "list", "table", "ip", rules.TABLE)
+    except NftError:
+        return False
+    return True
+
+
+async def cleanup() -> None:
+    await nft(rules.cleanup_text(), "-f", "-")
+
+
+@dataclass
+class ProxyConfig:
+    server: str
+    node_name: str
+    sync_period: float = 1.0
+    debounce: float = 0.05
+    cluster_cidr: str = ""
+    routes: bool = False
+    keep_rules_on_exit: bool = False
+
+
+class Proxy:
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        self.debouncer = Debouncer(config.debounce)
+        plurals = ["services", "endpoints"] + (["nodes"] if config.routes else [])
+        self.mirror = Mirror(config.server, plurals, self.debouncer.poke)
+        self.applied = ""
+        self.syncs = 0
+        self._routes = None
+        if config.routes:
+            from gifee.proxy.routes import RouteSyncer
+
+            self._routes = RouteSyncer()
+
+    async def sync_once(self) -> bool:
+        """Render and apply if different; True when nft ran."""
+        text = rules.render(self.mirror.items("services"), self.mirror.items("endpoints"),
+                            cluster_cidr=self.config.cluster_cidr)
+        if self._routes is not None:
+            from gifee.proxy.routes import plan
+
+            self._routes.sync(plan(self.mirror.items("nodes"), self.config.node_name))
+        if text == self.applied and await table_exists():
+            return False
+        await nft(text, "-f", "-")
+        self.applied = text
+        self.syncs += 1
+        log.info("applied %d bytes of rules (sync %d)", len(text), self.syncs)
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.mirror.start()
+        try:
+            await self.mirror.wait_synced()
+            while not stop.is_set():
+                try:
+                    await self.sync_once()
+                except NftError as e:
+                    log.error("nft: %s", e)
+                    self.applied = ""
+                waiter = asyncio.create_task(self.debouncer.wait(self.config.sync_period))
+                stopper = asyncio.create_task(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                for t in (waiter, stopper):
+                    t.cancel()
+                    with contextlib.suppress(BaseException):
+                        await t
+        finally:
+            await self.mirror.stop()
+            if not self.config.keep_rules_on_exit:
+                with contextlib.suppress(NftError):
+                    await cleanup()
+                if self._routes is not None:
+                    self._routes.remove_all()
+            if self._routes is not None:
+                self._routes.close()
+
+
+async def main(config: ProxyConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Proxy(config).run(stop)
