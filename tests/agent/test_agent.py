@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.agent.harness import NODE, Node, make_node
-from tests.api.harness import KUBECTL_132
+from tests.api.harness import KUBECTL_120, KUBECTL_132
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -156,6 +156,20 @@ def test_never_and_on_failure_pods_end(node: Node) -> None:
               not any(p["uuid"] == state["sandbox"] and p["state"] == "running" for p in node.runtime_pods()))
 
 
+def test_image_errors_reported(node: Node) -> None:
+    node.create_pod("noimage", [{"name": "c", "image": "example.com/absent:1", "imagePullPolicy": "Never"}])
+    node.wait("ErrImageNeverPull", lambda: cstatus(node.pod("noimage"), "c")["state"]["waiting"]["reason"]
+              == "ErrImageNeverPull")
+    node.create_pod("nopull", [{"name": "c", "image": "127.0.0.1:1/absent:1", "imagePullPolicy": "IfNotPresent"}])
+    st = node.wait("ErrImagePull", lambda: (c := cstatus(node.pod("nopull"), "c"))["state"]["waiting"]["reason"]
+                   == "ErrImagePull" and c)
+    assert "absent" in st["state"]["waiting"]["message"]
+    assert node.pod("nopull")["status"]["phase"] == "Pending"
+    node.api("DELETE", "/api/v1/namespaces/default/pods/noimage")
+    node.api("DELETE", "/api/v1/namespaces/default/pods/nopull")
+    node.wait("deleted", lambda: not node.pod("noimage") and not node.pod("nopull"))
+
+
 def test_liveness_failure_restarts(node: Node) -> None:
     node.create_pod("live", [{
         "name": "c", "command": ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 3600"],
@@ -218,6 +232,7 @@ def test_kubectl_logs_and_exec(node: Node) -> None:
     assert out.stdout == "SHOUT\n"
     bad = node.kubectl(KUBECTL_132, "exec", "talk", "--", "sh", "-c", "exit 7", check=False)
     assert bad.returncode == 7
+    assert node.kubectl(KUBECTL_120, "logs", "talk", "--tail=1").stdout == "line5\n"
     # follow ends when the container does
     node.create_pod("short", [{"name": "c", "command": ["sh", "-c", "echo a; sleep 1; echo b"]}],
                     restartPolicy="Never")

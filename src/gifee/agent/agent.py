@@ -86,6 +86,7 @@ class Agent:
         self.launch_pool = ThreadPoolExecutor(1, thread_name_prefix="launch")
         self.api: ApiClient | None = None
         self.tasks: list[asyncio.Task[Any]] = []
+        self.started_at = _now()
 
     # -- helpers
 
@@ -139,6 +140,7 @@ class Agent:
 
     def node_status(self) -> Obj:
         now = core.rfc3339(_now())
+        since = core.rfc3339(self.started_at)
         cpus = os.cpu_count() or 1
         mem_kib = 0
         with open("/proc/meminfo") as f:
@@ -148,13 +150,13 @@ class Agent:
         capacity = {"cpu": str(cpus), "memory": f"{mem_kib}Ki", "pods": str(self.opts.max_pods),
                     "ephemeral-storage": f"{shutil.disk_usage(self.opts.data_dir).total // 1024}Ki"}
         conds = [{"type": t, "status": "False", "reason": r, "message": m, "lastHeartbeatTime": now,
-                  "lastTransitionTime": now}
+                  "lastTransitionTime": since}
                  for t, r, m in (("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory"),
                                  ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
                                  ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"))]
         conds.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
                       "message": "kubelet is posting ready status", "lastHeartbeatTime": now,
-                      "lastTransitionTime": now})
+                      "lastTransitionTime": since})
         uname = os.uname()
         return {"capacity": capacity, "allocatable": dict(capacity), "conditions": conds,
                 "addresses": [{"type": "InternalIP", "address": self.opts.node_ip},
