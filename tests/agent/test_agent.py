@@ -105,12 +105,15 @@ def test_env_config_maps_secrets_and_volumes(node: Node) -> None:
     assert pod["status"]["qosClass"] == "Guaranteed"  # limits only: requests default to them
     # the limits reached the container's cgroup
     uuid = cstatus(pod, "main")["containerID"].removeprefix("gifee://")
-    from gifee.runtime.cgroups import CGROUP_ROOT, cgroup_version
+    from gifee.runtime.cgroups import PodCgroup, cgroup_version
 
+    dirs = PodCgroup(uuid).dirs
     if cgroup_version() == 2:
-        base = CGROUP_ROOT / "gifee" / uuid
-        assert (base / "memory.max").read_text().strip() == str(64 * 2**20)
-        assert (base / "cpu.max").read_text().split() == ["50000", "100000"]
+        assert (dirs[""] / "memory.max").read_text().strip() == str(64 * 2**20)
+        assert (dirs[""] / "cpu.max").read_text().split() == ["50000", "100000"]
+    else:
+        assert (dirs["memory"] / "memory.limit_in_bytes").read_text().strip() == str(64 * 2**20)
+        assert (dirs["cpu"] / "cpu.cfs_quota_us").read_text().strip() == "50000"
 
 
 def test_failing_container_restarts_with_back_off(node: Node) -> None:
