@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.agent.harness import NODE, Node, make_node
+from tests.agent.harness import IMAGE, NODE, Node, make_node
 from tests.api.harness import KUBECTL_120, KUBECTL_132
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -257,8 +259,15 @@ def test_agent_restart_adopts_pods(node: Node) -> None:
     running_before = {p["uuid"] for p in node.runtime_pods() if p["state"] == "running"}
     assert owned <= running_before
     node.kill_agent()
+    # as if the agent had died between a launch and recording it: a tagged, unrecorded pod
+    orphan = subprocess.run([sys.executable, "-m", "gifee", "--dir", str(node.data_dir), "run",
+                             "--insecure-options=image", "--detach", "--net=none", IMAGE, "--", "sleep", "3600"],
+                            capture_output=True, text=True, check=True).stdout.split()[-1]
+    (node.data_dir / "agent" / "launched").mkdir(exist_ok=True)
+    (node.data_dir / "agent" / "launched" / f"{orphan}.json").write_text(json.dumps({"uid": uid, "container": "c"}))
     time.sleep(1)
     node.start_agent()
+    assert orphan not in {p["uuid"] for p in node.runtime_pods()}
     node.create_pod("newcomer", [{"name": "c", "command": ["sh", "-c", "sleep 3600"]}])
     node.wait_phase("newcomer", "Running")
     time.sleep(2)

@@ -117,6 +117,7 @@ class Agent:
         self.api = ApiClient(self.opts.server)
         await self.blocking(self.runtime.ensure_pause_image)
         self.records = self.state.load()
+        await self.blocking(self.recover)
         self.observed = await self.blocking(self.runtime.observe)
         await self.register()
         server = AgentServer(self)
@@ -135,6 +136,16 @@ class Agent:
             await server.stop()
             await self.api.close()
             self.launch_pool.shutdown(wait=False)
+
+    def recover(self) -> None:
+        """Before adopting: finish what a killed agent left half-done (abandoned launches,
+        runtime pods started but never recorded)."""
+        self.runtime.remove_abandoned()
+        known = {u for r in self.records.values() for u in r.uuids()}
+        for uuid in self.runtime.orphans(known):
+            log.info("removing runtime pod %s: launched by an agent that died before recording it", uuid)
+            self.runtime.remove(uuid)
+            self.runtime.untag(uuid)
 
     # -- node and lease
 
@@ -385,9 +396,10 @@ class Agent:
             await asyncio.sleep(2)
             return
         hostname = str(pod.get("spec", {}).get("hostname") or meta.get("name", ""))[:63]
-        uuid, _ = await self.launching(self.runtime.launch_sandbox, hostname)
+        uuid, _ = await self.launching(self.runtime.launch_sandbox, hostname, {"uid": a.uid, "container": ""})
         rec.sandbox = uuid
         self.save()
+        self.runtime.untag(uuid)
         if old:
             await self.blocking(self.runtime.remove, old)
         self.observed = await self.blocking(self.runtime.observe)
@@ -409,7 +421,7 @@ class Agent:
             opts = specs.container_options(pod, container, {}, volumes, cms, secrets, pod_ip, self.opts.node_ip)
             hostname = str(pod.get("spec", {}).get("hostname") or rec.name)[:63]
             spec, image = await self.launching(self.runtime.container_spec, rec.sandbox, hostname, opts)
-            uuid = await self.launching(self.runtime.launch, spec, image)
+            uuid = await self.launching(self.runtime.launch, spec, image, {"uid": a.uid, "container": a.container})
         except (specs.ConfigError, ImageError, Exception) as e:
             reason = ("CreateContainerConfigError" if isinstance(e, specs.ConfigError)
                       else e.reason if isinstance(e, ImageError) else "RunContainerError")
@@ -433,6 +445,7 @@ class Agent:
         crec.image_id = image.manifest_digest
         crec.error = crec.error_reason = ""
         self.save()
+        self.runtime.untag(uuid)
         self.observed = await self.blocking(self.runtime.observe)
 
     async def do_kill(self, a: Action) -> None:

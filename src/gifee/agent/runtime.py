@@ -46,6 +46,7 @@ class Runtime:
         self.insecure_image = insecure_image
         self.insecure_registry = insecure_registry
         self._verified: set[str] = set()
+        self.tags = data_dir / "agent" / "launched"
 
     # -- images
 
@@ -114,11 +115,40 @@ class Runtime:
 
     # -- pods
 
-    def launch_sandbox(self, hostname: str) -> tuple[str, str | None]:
+    # A launched runtime pod is tagged (DIR/agent/launched/<uuid>.json, written as soon as it
+    # runs) until the agent's state file names it: an agent killed in between finds the
+    # tag on restart and removes the orphan instead of running a duplicate beside it.
+
+    def _tagger(self, tag: dict[str, str]) -> Any:
+        def on_started(pod: Pod) -> None:
+            self.tags.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.tags / f"{pod.uuid}.json", json.dumps(tag).encode())
+        return on_started
+
+    def untag(self, uuid: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.tags / f"{uuid}.json").unlink()
+
+    def orphans(self, known: set[str]) -> list[str]:
+        """Tagged runtime pods no record names."""
+        if not self.tags.is_dir():
+            return []
+        return [p.stem for p in self.tags.glob("*.json") if p.stem not in known]
+
+    def remove_abandoned(self) -> None:
+        """Runtime pods whose launcher died half-way (an agent killed mid-launch)."""
+        from gifee.runtime.launch import cleanup_pod
+
+        for pod in list(self.launcher.pods.all()):
+            if pod.state == "abandoned":
+                with contextlib.suppress(PodError, OSError):
+                    cleanup_pod(self.launcher, self.launcher.pods.move(pod, "garbage"))
+
+    def launch_sandbox(self, hostname: str, tag: dict[str, str]) -> tuple[str, str | None]:
         image = self.image(PAUSE_IMAGE, "Never")
         spec = make_spec(image_name=image.name, image_digest=image.manifest_digest, image_config=image.config,
                          hostname=hostname, net="default", pids=None)
-        pod, _ = self.launcher.launch(spec, self.store.layer_dirs(image), detach=True)
+        pod, _ = self.launcher.launch(spec, self.store.layer_dirs(image), detach=True, on_started=self._tagger(tag))
         net = pod.read_json("net.json") or {}
         return pod.uuid, net.get("ip")
 
@@ -131,8 +161,8 @@ class Runtime:
                          volumes=opts.volumes)
         return spec, image
 
-    def launch(self, spec: PodSpec, image: Image) -> str:
-        pod, _ = self.launcher.launch(spec, self.store.layer_dirs(image), detach=True)
+    def launch(self, spec: PodSpec, image: Image, tag: dict[str, str]) -> str:
+        pod, _ = self.launcher.launch(spec, self.store.layer_dirs(image), detach=True, on_started=self._tagger(tag))
         return pod.uuid
 
     def observe(self) -> dict[str, Observed]:
