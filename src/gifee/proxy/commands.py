@@ -78,9 +78,7 @@ def run_proxy(args: argparse.Namespace) -> int:
             return 1
         from gifee.proxy.routes import RouteSyncer
 
-        routes = RouteSyncer()
-        routes.remove_all()
-        routes.close()
+        RouteSyncer().remove_all()
         return 0
     config = daemon.ProxyConfig(server=_server(args), node_name=args.node_name or socket.gethostname(),
                                 sync_period=args.sync_period, cluster_cidr=args.cluster_cidr, routes=args.routes,

@@ -80,7 +80,7 @@ class Proxy:
         if self._routes is not None:
             from gifee.proxy.routes import plan
 
-            self._routes.sync(plan(self.mirror.items("nodes"), self.config.node_name))
+            await asyncio.to_thread(self._routes.sync, plan(self.mirror.items("nodes"), self.config.node_name))
         if text == self.applied and await table_exists():
             return False
         await nft(text, "-f", "-")
@@ -112,9 +112,7 @@ class Proxy:
                 with contextlib.suppress(NftError):
                     await cleanup()
                 if self._routes is not None:
-                    self._routes.remove_all()
-            if self._routes is not None:
-                self._routes.close()
+                    await asyncio.to_thread(self._routes.remove_all)
 
 
 async def main(config: ProxyConfig) -> None:

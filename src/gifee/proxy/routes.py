@@ -76,19 +76,12 @@ def plan(nodes: Iterable[Obj], self_name: str) -> dict[str, str]:
 
 
 class RouteSyncer:
-    """Installs the plan in the current network namespace's main routing table."""
+    """Installs the plan in the current network namespace's main routing table. Blocking (pyroute2's
+    synchronous IPRoute, one socket per sync): call it from a worker thread inside an event loop."""
 
-    def __init__(self) -> None:
-        from pyroute2 import IPRoute
-
-        self.ipr = IPRoute()
-
-    def close(self) -> None:
-        self.ipr.close()
-
-    def installed(self) -> dict[str, str]:
+    def installed(self, ipr: Any) -> dict[str, str]:
         out: dict[str, str] = {}
-        for r in self.ipr.get_routes(family=2, proto=RT_PROTO):
+        for r in ipr.get_routes(family=2, proto=RT_PROTO):
             dst = r.get_attr("RTA_DST")
             gw = r.get_attr("RTA_GATEWAY")
             if dst and gw:
@@ -96,22 +89,25 @@ class RouteSyncer:
         return out
 
     def sync(self, want: dict[str, str]) -> None:
-        have = self.installed()
-        for cidr, gw in want.items():
-            if have.get(cidr) == gw:
-                continue
-            try:
-                self.ipr.route("replace", dst=cidr, gateway=gw, proto=RT_PROTO)
-                log.info("route %s via %s", cidr, gw)
-            except Exception as e:  # unreachable gateway: try again next sync
-                log.warning("route %s via %s: %s", cidr, gw, e)
-        for cidr, gw in have.items():
-            if cidr not in want:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            have = self.installed(ipr)
+            for cidr, gw in want.items():
+                if have.get(cidr) == gw:
+                    continue
                 try:
-                    self.ipr.route("del", dst=cidr, gateway=gw, proto=RT_PROTO)
-                    log.info("removed route %s via %s", cidr, gw)
-                except Exception as e:
-                    log.warning("removing route %s: %s", cidr, e)
+                    ipr.route("replace", dst=cidr, gateway=gw, proto=RT_PROTO)
+                    log.info("route %s via %s", cidr, gw)
+                except Exception as e:  # unreachable gateway: try again next sync
+                    log.warning("route %s via %s: %s", cidr, gw, e)
+            for cidr, gw in have.items():
+                if cidr not in want:
+                    try:
+                        ipr.route("del", dst=cidr, gateway=gw, proto=RT_PROTO)
+                        log.info("removed route %s via %s", cidr, gw)
+                    except Exception as e:
+                        log.warning("removing route %s: %s", cidr, e)
 
     def remove_all(self) -> None:
         self.sync({})
