@@ -238,6 +238,11 @@ def test_kubectl_logs_and_exec(node: Node) -> None:
     bad = node.kubectl(KUBECTL_132, "exec", "talk", "--", "sh", "-c", "exit 7", check=False)
     assert bad.returncode == 7
     assert node.kubectl(KUBECTL_120, "logs", "talk", "--tail=1").stdout == "line5\n"
+    # -t: a terminal of its own (kubectl itself needs one: script(1) gives it a pty)
+    cmd = f"{KUBECTL_132} --kubeconfig {node.cluster.kubeconfig} exec -it talk -- sh -c 'tty; exit 4'"
+    tty = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=30,
+                         stdin=subprocess.DEVNULL)
+    assert "/dev/pts/" in tty.stdout and tty.returncode == 4, (tty.stdout, tty.stderr)
     # follow ends when the container does
     node.create_pod("short", [{"name": "c", "command": ["sh", "-c", "echo a; sleep 1; echo b"]}],
                     restartPolicy="Never")

@@ -9,7 +9,8 @@ address on a trusted network, or to loopback.
 
 Exec channels (first byte of each binary message): 0 stdin, 1 stdout, 2 stderr,
 3 error (a Status, sent last), 4 resize (ignored); v5 adds 255 + channel to close
-a stream (stdin's EOF). There is no terminal: tty=true runs without one.
+a stream (stdin's EOF). With tty=true the command gets a terminal of its own
+(stdout and stderr both on channel 1) that resize messages ({"Width", "Height"}) size.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -148,6 +150,8 @@ class AgentServer:
         ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=0)
         await ws.prepare(request)
         v5 = ws.ws_protocol == "v5.channel.k8s.io"
+        if request.query.get("tty") in ("true", "1"):
+            return await self.exec_tty(ws, uuid, list(command), v5)
         try:
             proc = await self.agent.spawn_in(uuid, list(command), stdin=use_stdin, capture=True)
         except OSError as e:
@@ -189,6 +193,70 @@ class AgentServer:
             await ws.send_bytes(b"\x03" + json.dumps(exit_status(code, list(command))).encode())
         finally:
             feeder.cancel()
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await ws.close()
+        return ws
+
+    async def exec_tty(self, ws: web.WebSocketResponse, uuid: str, command: list[str], v5: bool) -> web.WebSocketResponse:
+        import fcntl
+        import struct
+        import termios
+
+        try:
+            proc, master = await self.agent.spawn_tty(uuid, command)
+        except OSError as e:
+            await ws.send_bytes(b"\x03" + json.dumps({"metadata": {}, "status": "Failure", "message": str(e),
+                                                      "reason": "InternalError"}).encode())
+            await ws.close()
+            return ws
+        loop = asyncio.get_running_loop()
+        output: asyncio.Queue[bytes] = asyncio.Queue()
+
+        def readable() -> None:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every process holding the terminal is gone
+                data = b""
+            if not data:
+                loop.remove_reader(master)
+            output.put_nowait(data)
+
+        loop.add_reader(master, readable)
+        await ws.send_bytes(b"\x01")
+
+        async def pump() -> None:
+            while chunk := await output.get():
+                await ws.send_bytes(b"\x01" + chunk)
+
+        async def feed() -> None:
+            async for msg in ws:
+                if msg.type != WSMsgType.BINARY or not msg.data:
+                    continue
+                channel, payload = msg.data[0], msg.data[1:]
+                if channel == 0:
+                    with contextlib.suppress(OSError):
+                        os.write(master, payload)
+                elif channel == 4:
+                    with contextlib.suppress(ValueError, OSError, KeyError, TypeError):
+                        size = json.loads(payload)
+                        fcntl.ioctl(master, termios.TIOCSWINSZ,
+                                    struct.pack("HHHH", int(size["Height"]), int(size["Width"]), 0, 0))
+                elif channel == 255 and v5 and payload[:1] == b"\x00":
+                    with contextlib.suppress(OSError):
+                        os.write(master, b"\x04")  # end of input, as a terminal says it
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+
+        feeder = asyncio.create_task(feed())
+        try:
+            await pump()
+            code = await proc.wait()
+            await ws.send_bytes(b"\x03" + json.dumps(exit_status(code, command)).encode())
+        finally:
+            feeder.cancel()
+            loop.remove_reader(master)
+            os.close(master)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await ws.close()
