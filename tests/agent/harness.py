@@ -98,7 +98,7 @@ class Node:
         return list(json.loads(out))
 
 
-def make_node(*agent_args: str) -> Iterator[Node]:
+def make_node(*agent_args: str, insecure: bool = True, setup: Callable[[Path], None] | None = None) -> Iterator[Node]:
     if os.geteuid() != 0:
         import pytest
 
@@ -109,6 +109,8 @@ def make_node(*agent_args: str) -> Iterator[Node]:
     (data_dir / "net.d").mkdir(parents=True)
     (data_dir / "net.d" / "default.conf").write_text(json.dumps({"bridge": TEST_BRIDGE, "subnet": TEST_SUBNET}))
     busybox_image(ImageStore(data_dir / "images"), IMAGE)
+    if setup is not None:
+        setup(data_dir)
     store, endpoint = start_store("gifee", workdir / "store")
     api: Proc | None = None
     agent: Proc | None = None
@@ -119,7 +121,7 @@ def make_node(*agent_args: str) -> Iterator[Node]:
         port = free_port()
         argv = [sys.executable, "-m", "gifee", "--dir", str(data_dir), "agent", "--master", url,
                 "--hostname-override", NODE, "--node-ip", "127.0.0.1", "--port", str(port),
-                "--insecure-options=image", "--lease-interval", "1", "--node-status-update-frequency", "2",
+                *(["--insecure-options=image"] if insecure else []), "--lease-interval", "1", "--node-status-update-frequency", "2",
                 *agent_args]
         agent = Proc(argv, workdir / "agentlog", "agent")
         node = Node(Cluster("gifee", endpoint, url, kc, workdir), data_dir, workdir, agent, port)
