@@ -86,5 +86,5 @@ def test_unsigned_image_refused(registry_node: tuple[Node, str]) -> None:
     node.create_pod("unsigned", [{"name": "c", "image": f"{host}/other/busybox:1", "command": ["true"]}])
     st = node.wait("ErrImagePull", lambda: (c := node.pod("unsigned")["status"]["containerStatuses"][0])
                    ["state"]["waiting"]["reason"] == "ErrImagePull" and c, timeout=60)
-    assert "other/busybox" in st["state"]["waiting"]["message"] and "not signed" in st["state"]["waiting"]["message"]
+    assert "other/busybox" in st["state"]["waiting"]["message"] and "no key is trusted" in st["state"]["waiting"]["message"]
     assert node.pod("unsigned")["status"]["phase"] == "Pending"
