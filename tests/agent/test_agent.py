@@ -185,6 +185,11 @@ def test_liveness_failure_restarts(node: Node) -> None:
     pod = node.wait("liveness restart", lambda: (p := node.pod("live")) and cstatus(p, "c")["restartCount"] >= 1 and p,
                     timeout=30)
     assert "terminated" in cstatus(pod, "c")["lastState"]
+    events = [e for e in node.api("GET", "/api/v1/namespaces/default/events")["items"]
+              if e["involvedObject"]["name"] == "live"]
+    reasons = {e["reason"] for e in events}
+    assert {"Started", "Unhealthy", "Killing"} <= reasons, reasons
+    assert all(e["source"]["host"] == NODE for e in events)
 
 
 def test_readiness_gates_ready_and_startup_probe(node: Node) -> None:

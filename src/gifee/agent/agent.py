@@ -87,6 +87,7 @@ class Agent:
         self.api: ApiClient | None = None
         self.tasks: list[asyncio.Task[Any]] = []
         self.started_at = _now()
+        self.background: set[asyncio.Task[None]] = set()
 
     # -- helpers
 
@@ -431,9 +432,11 @@ class Agent:
             if crec.uuid is None:
                 crec.error_reason, crec.error = reason, str(e)
             log.warning("pod %s/%s container %s: %s: %s", rec.namespace, rec.name, a.container, reason, e)
+            self.event(rec, a.container, "Warning", "Failed", f"Error: {reason}: {e}")
             del image_ref
             return
         self.start_failures.pop((a.uid, a.container), None)
+        self.event(rec, a.container, "Normal", "Started", f"Started container {a.container} (gifee://{uuid})")
         old = crec.uuid
         if old is not None:
             crec.last_state = core.terminated_state(self.observed.get(old), old)
@@ -455,12 +458,17 @@ class Agent:
         crec = rec.containers[a.container]
         if crec.uuid:
             log.info("pod %s/%s container %s: %s, killing it", rec.namespace, rec.name, a.container, a.reason)
+            self.event(rec, a.container, "Normal", "Killing",
+                       f"Container {a.container} {a.reason}, will be restarted")
             await self.blocking(self.runtime.stop, crec.uuid, a.grace)
 
     async def do_terminate(self, a: Action) -> None:
         rec = self.records.get(a.uid)
         if rec is None:
             return
+        for name, crec in rec.containers.items():
+            if crec.uuid and self.observed.get(crec.uuid, Observed("", False)).running:
+                self.event(rec, name, "Normal", "Killing", f"Stopping container {name}")
         pod = self.desired.get(a.uid)
         specs_by_name = {c.get("name"): c for c in core.containers_of(pod)} if pod is not None else {}
         deadline = time.monotonic() + a.grace
@@ -506,6 +514,31 @@ class Agent:
 
     async def do_forget(self, a: Action) -> None:
         await self.cleanup(a.uid)
+
+    # -- events
+
+    def event(self, rec: PodRecord, container: str, kind: str, reason: str, message: str) -> None:
+        """A core/v1 Event about a pod's container, as the kubelet records them (best effort)."""
+        if self.api is None:
+            return
+        stamp = core.rfc3339(_now())
+        body = {"apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": f"{rec.name}.{time.time_ns():x}", "namespace": rec.namespace},
+                "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": rec.namespace, "name": rec.name,
+                                   "uid": rec.uid, **({"fieldPath": f"spec.containers{{{container}}}"}
+                                                       if container else {})},
+                "type": kind, "reason": reason, "message": message, "count": 1, "firstTimestamp": stamp,
+                "lastTimestamp": stamp, "source": {"component": "kubelet", "host": self.opts.node_name},
+                "reportingComponent": "kubelet", "reportingInstance": self.opts.node_name}
+        api = self.api
+
+        async def post() -> None:
+            with contextlib.suppress(ApiError, aiohttp.ClientError, OSError):
+                await api.create("events", body, namespace=rec.namespace)
+
+        task = asyncio.create_task(post())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     # -- status
 
@@ -580,6 +613,8 @@ class Agent:
             before = self.probes.get(key, ProbeState())
             after = core.probe_record(kind, probe, before, ok, _now())
             self.probes[key] = after
+            if not ok:
+                self.event(rec, key[1], "Warning", "Unhealthy", f"{kind.capitalize()} probe failed")
             if after.result != before.result:
                 self.wake.set()
         finally:
