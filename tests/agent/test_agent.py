@@ -243,6 +243,11 @@ def test_kubectl_logs_and_exec(node: Node) -> None:
     bad = node.kubectl(KUBECTL_132, "exec", "talk", "--", "sh", "-c", "exit 7", check=False)
     assert bad.returncode == 7
     assert node.kubectl(KUBECTL_120, "logs", "talk", "--tail=1").stdout == "line5\n"
+    # kubectl 1.20 speaks SPDY/3.1
+    old = node.kubectl(KUBECTL_120, "exec", "talk", "--", "sh", "-c", "echo out; echo err >&2; exit 5", check=False)
+    assert (old.returncode, old.stdout) == (5, "out\n") and old.stderr.startswith("err\n")
+    old = node.kubectl(KUBECTL_120, "exec", "-i", "talk", "--", "sh", "-c", "tr a-z A-Z", input="quiet\n")
+    assert old.stdout == "QUIET\n"
     # -t: a terminal of its own (kubectl itself needs one: script(1) gives it a pty)
     cmd = f"{KUBECTL_132} --kubeconfig {node.cluster.kubeconfig} exec -it talk -- sh -c 'tty; exit 4'"
     tty = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=30,
