@@ -18,6 +18,7 @@ import yaml
 from aiohttp import web
 
 from gifee.api import discovery, errors, ipalloc, resources, routing, tables
+from gifee.api.bodies import protobuf_body
 from gifee.api.rest import Rest, now
 from gifee.api.routing import Output, Target
 from gifee.api.storage import ListQuery, Storage
@@ -163,6 +164,8 @@ class ApiServer:
         if not raw:
             return None
         ctype = request.content_type
+        if ctype == "application/vnd.kubernetes.protobuf":
+            return protobuf_body(raw)
         try:
             if ctype in ("application/yaml", "application/x-yaml"):
                 return yaml.safe_load(raw)
@@ -171,7 +174,8 @@ class ApiServer:
         except (ValueError, yaml.YAMLError) as e:
             raise errors.bad_request(f"the body of the request could not be decoded: {e}") from None
         raise errors.ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                              f"accepted media types include: application/json, application/yaml (got {ctype!r})", {})
+                              f"accepted media types include: application/json, application/yaml, "
+                              f"application/vnd.kubernetes.protobuf (got {ctype!r})", {})
 
     def _render(self, res: Any, out: Output, data: dict[str, Any], status: int = 200) -> web.Response:
         if out.table and data.get("kind") not in ("Status", "Scale"):
