@@ -22,7 +22,6 @@ import shutil
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +29,7 @@ import aiohttp
 
 from gifee.agent import core, specs
 from gifee.agent.core import Action, ContainerRecord, Observed, PodRecord, ProbeState, ProbeView
-from gifee.agent.runtime import ImageError, Runtime, StateFile, enter_argv, prepare_volumes
+from gifee.agent.runtime import ImageError, LaunchQueue, Runtime, StateFile, enter_argv, prepare_volumes
 from gifee.api.client import ApiClient
 from gifee.api.errors import ApiError
 
@@ -83,7 +82,7 @@ class Agent:
         self.start_failures: dict[tuple[str, str], tuple[int, float]] = {}
         self.listed = asyncio.Event()
         self.wake = asyncio.Event()
-        self.launch_pool = ThreadPoolExecutor(1, thread_name_prefix="launch")
+        self.launch_queue = LaunchQueue()
         self.api: ApiClient | None = None
         self.tasks: list[asyncio.Task[Any]] = []
         self.started_at = _now()
@@ -94,8 +93,10 @@ class Agent:
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
-    async def launching(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.launch_pool, fn, *args)
+    async def launching(self, priority: int, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) on the launch thread (0: a container, before 1: a sandbox)."""
+        result: T = await asyncio.wrap_future(self.launch_queue.submit(priority, fn, *args))
+        return result
 
     def save(self) -> None:
         self.state.save(self.records)
@@ -136,7 +137,7 @@ class Agent:
                 t.cancel()
             await server.stop()
             await self.api.close()
-            self.launch_pool.shutdown(wait=False)
+            self.launch_queue.shutdown()
 
     def recover(self) -> None:
         """Before adopting: finish what a killed agent left half-done (abandoned launches,
@@ -397,7 +398,7 @@ class Agent:
             await asyncio.sleep(2)
             return
         hostname = str(pod.get("spec", {}).get("hostname") or meta.get("name", ""))[:63]
-        uuid, _ = await self.launching(self.runtime.launch_sandbox, hostname, {"uid": a.uid, "container": ""})
+        uuid, _ = await self.launching(1, self.runtime.launch_sandbox, hostname, {"uid": a.uid, "container": ""})
         rec.sandbox = uuid
         self.save()
         self.runtime.untag(uuid)
@@ -421,8 +422,8 @@ class Agent:
             image_ref = str(container.get("image", ""))
             opts = specs.container_options(pod, container, {}, volumes, cms, secrets, pod_ip, self.opts.node_ip)
             hostname = str(pod.get("spec", {}).get("hostname") or rec.name)[:63]
-            spec, image = await self.launching(self.runtime.container_spec, rec.sandbox, hostname, opts)
-            uuid = await self.launching(self.runtime.launch, spec, image, {"uid": a.uid, "container": a.container})
+            spec, image = await self.blocking(self.runtime.container_spec, rec.sandbox, hostname, opts)
+            uuid = await self.launching(0, self.runtime.launch, spec, image, {"uid": a.uid, "container": a.container})
         except (specs.ConfigError, ImageError, Exception) as e:
             reason = ("CreateContainerConfigError" if isinstance(e, specs.ConfigError)
                       else e.reason if isinstance(e, ImageError) else "RunContainerError")
