@@ -5,6 +5,8 @@ the Deployment scales to zero."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -72,6 +74,13 @@ def web_pods(node: Node) -> list[dict[str, Any]]:
 
 def test_deployment_runs_on_the_node(plane: Node) -> None:
     node = plane
+    # the node's podCIDR (node IPAM's, or set here) becomes the subnet of its pods
+    cidr = node.api("GET", f"/api/v1/nodes/{NODE}")["spec"].get("podCIDR")
+    if not cidr:
+        cidr = "10.25.7.0/24"
+        node.api("PATCH", f"/api/v1/nodes/{NODE}", {"spec": {"podCIDR": cidr}}, "application/merge-patch+json")
+    conf = node.data_dir / "net.d" / "default.conf"
+    node.wait("podCIDR applied", lambda: json.loads(conf.read_text()).get("subnet") == cidr, timeout=15)
     node.kubectl(KUBECTL_132, "apply", "-f", "-", input=DEPLOYMENT)
 
     def ready() -> list[dict[str, Any]]:
@@ -82,6 +91,7 @@ def test_deployment_runs_on_the_node(plane: Node) -> None:
 
     pods = node.wait("2 ready pods", ready, timeout=60)
     ips = sorted(p["status"]["podIP"] for p in pods)
+    assert all(ipaddress.ip_address(ip) in ipaddress.ip_network(cidr) for ip in ips), (ips, cidr)
 
     def endpoints() -> list[str]:
         ep = node.api("GET", "/api/v1/namespaces/default/endpoints/web")
