@@ -152,8 +152,21 @@ def test_wire_details() -> None:
     assert pb.decode_message("core.v1.PodSecurityContext", packed) == {"supplementalGroups": [1, 2, 3]}
     with pytest.raises(pb.UnsupportedKind):
         pb.decode_object(pb.encode_unknown("batch/v1", "Job", b""))
+    # a set field the table lacks (PodSpec.affinity = 18): skipped, or refused when strict;
+    # empty ones (what Go writes for unset non-pointer fields) and managedFields pass
+    affinity = _pod_with_uncovered_field()
+    assert pb.decode_object(affinity) == {"apiVersion": "v1", "kind": "Pod", "spec": {"restartPolicy": "Never"}}
+    with pytest.raises(pb.UnsupportedField):
+        pb.decode_object(affinity, strict=True)
+    empty = b"\x12\x03\x92\x01\x00" + b"\x0a\x04\x8a\x01\x01\x00"  # spec.affinity = "", metadata.managedFields
+    assert pb.decode_message("core.v1.Pod", empty, strict=True) == {"spec": {}, "metadata": {}}
     with pytest.raises(pb.ProtobufError):
         pb.decode_object(b"k8s\x00\x12\x05ab")  # truncated
+
+
+def _pod_with_uncovered_field() -> bytes:
+    spec = b"\x1a\x05Never" + b"\x92\x01\x02\x0a\x00"  # restartPolicy, affinity {nodeAffinity {}}
+    return pb.encode_unknown("v1", "Pod", b"\x12" + bytes([len(spec)]) + spec)
 
 
 # -- the table against kubectl 1.32's own descriptors
@@ -418,3 +431,7 @@ def test_protobuf_bodies_over_http(cluster: Cluster) -> None:
     code, status = cluster.http("POST", f"/api/v1/namespaces/{ns}/configmaps", b"k8s\x00\x12\x09abc",
                                 content_type=PB)
     assert code == 400 and status["reason"] == "BadRequest", status
+    # a field the table does not cover is refused, not dropped
+    code, status = cluster.http("POST", f"/api/v1/namespaces/{ns}/pods", _pod_with_uncovered_field(),
+                                content_type=PB)
+    assert code == 415 and "core.v1.PodSpec: field 18" in status["message"], status

@@ -10,7 +10,11 @@ Rules:
   - Decoding yields the dict the JSON path would give: maps -> objects, repeated ->
     lists, Time -> RFC 3339 (seconds), MicroTime -> RFC 3339 with microseconds,
     Quantity -> its string, IntOrString -> int or str, bytes -> base64 strings.
-    Unknown fields are skipped; malformed input raises ProtobufError.
+    Unknown fields are skipped; malformed input raises ProtobufError. With
+    strict=True (the server's choice) a field the table does not cover that
+    carries a value (not an empty string, message or 0) raises UnsupportedField
+    instead: better a 415 than an object silently missing, say, its affinity.
+    IGNORED lists fields dropped even then (managedFields: no server-side apply).
   - Zero values: Go's generated marshallers always write non-pointer scalars and
     structs, so an empty string or a 0 on the wire usually means "unset" and is
     dropped, as `omitempty` drops it in JSON. Pointer fields (card OPT) and
@@ -53,6 +57,15 @@ class UnsupportedKind(ProtobufError):
         super().__init__(f"no protobuf schema for {api_version or '?'}/{kind or '?'}")
         self.api_version = api_version
         self.kind = kind
+
+
+class UnsupportedField(ProtobufError):
+    """strict decoding met a set field the table does not cover."""
+
+    def __init__(self, path: str, number: int) -> None:
+        super().__init__(f"{path}: field {number} is not supported in protobuf by this server")
+        self.path = path
+        self.number = number
 
 
 # -- the schema table
@@ -355,6 +368,9 @@ SCHEMA: dict[str, dict[int, Field]] = {
     "autoscaling.v1.ScaleStatus": {1: F("replicas", INT32, card=REQ), 2: F("selector", STRING)},
 }
 
+# fields dropped without complaint, even when strict
+IGNORED: frozenset[tuple[str, int]] = frozenset({("meta.v1.ObjectMeta", 17)})
+
 # (apiVersion, kind) of a top-level object -> its message
 KINDS: dict[tuple[str, str], str] = {
     ("v1", "Namespace"): "core.v1.Namespace",
@@ -565,18 +581,20 @@ def _scalar(kind: str, wire: int, v: int | bytes) -> list[Any]:
     raise ProtobufError(f"unknown kind {kind!r}")
 
 
-def decode_message(name: str, data: bytes) -> dict[str, Any]:
+def decode_message(name: str, data: bytes, strict: bool = False) -> dict[str, Any]:
     """One message of the table, as its JSON dict."""
     table = SCHEMA[name]
     out: dict[str, Any] = {}
     for number, wire, value in fields(data):
         f = table.get(number)
         if f is None:
+            if strict and value not in (b"", 0) and (name, number) not in IGNORED:
+                raise UnsupportedField(name, number)
             continue
         if f.kind == MSG:
             if not isinstance(value, bytes):
                 raise ProtobufError(f"{name}.{f.json or number}: expected a message")
-            sub = decode_message(f.message, value)
+            sub = decode_message(f.message, value, strict)
             if f.card == REP:
                 out.setdefault(f.json, []).append(sub)
             elif f.card == INLINE:
@@ -721,13 +739,13 @@ def message_for(api_version: str, kind: str) -> str | None:
     return KINDS.get((api_version, kind))
 
 
-def decode_object(data: bytes) -> dict[str, Any]:
+def decode_object(data: bytes, strict: bool = False) -> dict[str, Any]:
     """A request body: the object as the JSON path would give it, apiVersion and kind first."""
     api_version, kind, raw = decode_unknown(data)
     name = message_for(api_version, kind)
     if name is None:
         raise UnsupportedKind(api_version, kind)
-    return {"apiVersion": api_version, "kind": kind, **decode_message(name, raw)}
+    return {"apiVersion": api_version, "kind": kind, **decode_message(name, raw, strict)}
 
 
 def encode_object(obj: dict[str, Any]) -> bytes:
