@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -262,8 +263,10 @@ def test_kubectl_logs_and_exec(node: Node) -> None:
 
 
 def test_agent_restart_adopts_pods(node: Node) -> None:
-    node.create_pod("survivor", [{"name": "c", "command": ["sh", "-c", "sleep 3600"]}])
-    before = node.wait_phase("survivor", "Running")
+    node.create_pod("survivor", [{"name": "c", "command": ["sh", "-c", "sleep 3600"],
+                                  "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1},
+                                  "startupProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}])
+    before = node.wait("Ready", lambda: (p := node.pod("survivor")) and cond(p, "Ready") == "True" and p)
     uid = before["metadata"]["uid"]
 
     def mine() -> set[str]:
@@ -273,6 +276,7 @@ def test_agent_restart_adopts_pods(node: Node) -> None:
     owned = mine()
     running_before = {p["uuid"] for p in node.runtime_pods() if p["state"] == "running"}
     assert owned <= running_before
+    rv = node.pod("survivor")["metadata"]["resourceVersion"]
     node.kill_agent()
     # as if the agent had died between a launch and recording it: a tagged, unrecorded pod
     orphan = subprocess.run([sys.executable, "-m", "gifee", "--dir", str(node.data_dir), "run",
@@ -290,6 +294,12 @@ def test_agent_restart_adopts_pods(node: Node) -> None:
     assert cstatus(after, "c")["containerID"] == cstatus(before, "c")["containerID"]
     assert cstatus(after, "c")["restartCount"] == 0 and after["status"]["phase"] == "Running"
     assert mine() == owned
+    # adopted with its probe results: never reported unready or not started meanwhile
+    with urllib.request.urlopen(f"{node.cluster.url}/api/v1/namespaces/default/pods?watch=1&resourceVersion={rv}"
+                                f"&fieldSelector=metadata.name%3Dsurvivor&timeoutSeconds=1", timeout=10) as r:
+        seen = [json.loads(line)["object"] for line in r if line.strip()]
+    assert all(cond(p, "Ready") == "True" and cstatus(p, "c")["started"] for p in seen
+               if p.get("status", {}).get("conditions")), [p["status"] for p in seen]
     running_after = {p["uuid"] for p in node.runtime_pods() if p["state"] == "running"}
     assert owned <= running_after
     # no duplicates: the only new runtime pods belong to pods that (re)started since

@@ -150,3 +150,12 @@ def test_container_options_command_env_limits_mounts(tmp_path: Path) -> None:
         specs.container_options(p, c, {}, plan, cms, {}, "", "")
     with pytest.raises(specs.ConfigError):
         specs.volume_plan({"spec": {"volumes": [{"name": "n", "nfs": {}}]}}, tmp_path, {}, {})
+
+
+def test_adopted_attempt_keeps_its_probe_results() -> None:
+    c = {"name": "c0", "startupProbe": {}, "readinessProbe": {}}
+    states = core.adopted_probe_states({"started": True, "ready": True})
+    view = core.probe_view(c, states)
+    assert view.started and view.ready and core.probes_to_run(c, view) == ["readiness"]
+    assert core.probe_view(c, core.adopted_probe_states({"started": True, "ready": False})).ready is False
+    assert core.adopted_probe_states(None) == {}

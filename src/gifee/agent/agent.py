@@ -79,6 +79,7 @@ class Agent:
         self.status_tasks: dict[str, asyncio.Task[None]] = {}
         self.probes: dict[tuple[str, str, str], ProbeState] = {}   # (attempt uuid, container, kind)
         self.probing: set[tuple[str, str, str]] = set()
+        self.seeded: set[str] = set()   # attempts whose adopted probe results were set
         self.start_failures: dict[tuple[str, str], tuple[int, float]] = {}
         self.listed = asyncio.Event()
         self.wake = asyncio.Event()
@@ -310,6 +311,14 @@ class Agent:
             crec = rec.containers.get(name)
             if crec is None or crec.uuid is None:
                 continue
+            if crec.uuid not in self.seeded:
+                self.seeded.add(crec.uuid)
+                obs = self.observed.get(crec.uuid)
+                if obs is not None and obs.started is not None and obs.started < self.started_at:
+                    reported = next((cs for cs in (pod.get("status") or {}).get("containerStatuses") or []
+                                     if cs.get("containerID") == f"gifee://{crec.uuid}"), None)
+                    for kind, st in core.adopted_probe_states(reported).items():
+                        self.probes.setdefault((crec.uuid, name, kind), st)
             states = {k: self.probes.get((crec.uuid, name, k), ProbeState())
                       for k in ("startup", "liveness", "readiness")}
             out[name] = core.probe_view(c, states)

@@ -16,7 +16,8 @@ Rules (the kubelet's, for one node):
   pod object with grace 0. A pod that vanished from the API is killed at once.
 - A pod whose containers are all done (terminated and not to be restarted) is
   Succeeded (all exit codes 0) or Failed, and its sandbox is stopped.
-- Probes: a startup probe gates liveness and readiness; liveness failing
+- Probes: a startup probe gates liveness and readiness (an adopted attempt starts
+  from the started/ready it was last reported with); liveness failing
   failureThreshold times in a row kills the attempt (then the restart policy
   applies); readiness needs successThreshold successes in a row and is lost after
   failureThreshold failures; without a readiness probe a running, started
@@ -261,6 +262,20 @@ def probe_view(container: Obj, states: Mapping[str, ProbeState]) -> ProbeView:
         kill = "liveness probe failed"
     ready = started and ("readinessProbe" not in container or states.get("readiness", ProbeState()).result is True)
     return ProbeView(started, ready, kill)
+
+
+def adopted_probe_states(status: Obj | None) -> dict[str, ProbeState]:
+    """Probe results an agent restarted beside a running attempt starts from: what the
+    status it reported last said (started, ready), so that adopting a pod neither
+    makes it unready nor re-runs its startup gate."""
+    out: dict[str, ProbeState] = {}
+    if not status:
+        return out
+    if status.get("started"):
+        out["startup"] = ProbeState(successes=1, result=True)
+    if status.get("ready"):
+        out["readiness"] = ProbeState(successes=1, result=True)
+    return out
 
 
 def probes_to_run(container: Obj, view: ProbeView) -> list[str]:
