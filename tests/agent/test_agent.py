@@ -162,6 +162,33 @@ def test_never_and_on_failure_pods_end(node: Node) -> None:
               not any(p["uuid"] == state["sandbox"] and p["state"] == "running" for p in node.runtime_pods()))
 
 
+def test_init_containers(node: Node) -> None:
+    marks = node.workdir / "init-marks"
+    marks.mkdir()
+    node.create_pod("inits", [{"name": "app", "command": ["sh", "-c", "cat /work/made; sleep 3600"],
+                               "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
+                    initContainers=[
+                        {"name": "make", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                         "command": ["sh", "-c", "echo made-by-init > /work/made"],
+                         "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+                        {"name": "flaky", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                         "command": ["sh", "-c", "[ -e /m/tried ] || { touch /m/tried; exit 1; }"],
+                         "volumeMounts": [{"name": "m", "mountPath": "/m"}]}],
+                    volumes=[{"name": "work", "emptyDir": {}}, {"name": "m", "hostPath": {"path": str(marks)}}])
+    pod = node.wait_phase("inits", "Running")
+    init = {s["name"]: s for s in pod["status"]["initContainerStatuses"]}
+    assert init["make"]["state"]["terminated"]["exitCode"] == 0 and init["make"]["restartCount"] == 0
+    assert init["flaky"]["restartCount"] == 1 and init["flaky"]["lastState"]["terminated"]["exitCode"] == 1
+    assert cond(pod, "Initialized") == "True"
+    node.wait("app output", lambda: logs(node, "inits", "app") == "made-by-init\n")
+    node.create_pod("init-fails", [{"name": "app", "command": ["true"]}], restartPolicy="Never",
+                    initContainers=[{"name": "bad", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                                     "command": ["false"]}])
+    pod = node.wait_phase("init-fails", "Failed")
+    assert cond(pod, "Initialized") == "False"
+    assert cstatus(pod, "app")["state"]["waiting"]["reason"] == "PodInitializing"
+
+
 def test_image_errors_reported(node: Node) -> None:
     node.create_pod("noimage", [{"name": "c", "image": "example.com/absent:1", "imagePullPolicy": "Never"}])
     node.wait("ErrImageNeverPull", lambda: cstatus(node.pod("noimage"), "c")["state"]["waiting"]["reason"]

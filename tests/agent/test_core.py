@@ -159,3 +159,47 @@ def test_adopted_attempt_keeps_its_probe_results() -> None:
     assert view.started and view.ready and core.probes_to_run(c, view) == ["readiness"]
     assert core.probe_view(c, core.adopted_probe_states({"started": True, "ready": False})).ready is False
     assert core.adopted_probe_states(None) == {}
+
+
+def init_pod(policy: str = "Always") -> dict[str, Any]:
+    p = pod(policy)
+    p["spec"]["initContainers"] = [{"name": "i0", "image": "x:1"}, {"name": "i1", "image": "x:1"}]
+    return p
+
+
+def init_rec(*attempts: str | None) -> PodRecord:
+    r = rec(None)
+    for i, a in enumerate(attempts):
+        r.containers[f"i{i}"] = ContainerRecord(uuid=a)
+    return r
+
+
+def test_init_containers_run_one_by_one_before_the_app() -> None:
+    obs = {"sb": SANDBOX}
+    assert core.plan_pod(init_pod(), init_rec(None, None), obs, 0, CFG) == [Action("start", "u1", "i0")]
+    obs["a"] = Observed("a", True, started=1)
+    assert core.plan_pod(init_pod(), init_rec("a", None), obs, 2, CFG) == []
+    status = core.pod_status(init_pod(), init_rec("a", None), obs, 2, CFG, host_ip="h")
+    assert status["phase"] == "Pending" and status["conditions"][1]["status"] == "False"
+    assert status["containerStatuses"][0]["state"]["waiting"]["reason"] == "PodInitializing"
+    obs["a"] = Observed("a", False, exit_code=0, started=1, finished=2)
+    assert core.plan_pod(init_pod(), init_rec("a", None), obs, 3, CFG) == [Action("start", "u1", "i1")]
+    obs["b"] = Observed("b", False, exit_code=0, started=3, finished=4)
+    assert core.plan_pod(init_pod(), init_rec("a", "b"), obs, 5, CFG) == [Action("start", "u1", "c0")]
+    status = core.pod_status(init_pod(), init_rec("a", "b"), obs, 5, CFG, host_ip="h")
+    assert status["conditions"][1]["status"] == "True"
+    assert [s["ready"] for s in status["initContainerStatuses"]] == [True, True]
+
+
+def test_failed_init_container_restarts_or_fails_the_pod() -> None:
+    obs = {"sb": SANDBOX, "a": Observed("a", False, exit_code=1, started=1, finished=2)}
+    assert core.plan_pod(init_pod("Always"), init_rec("a"), obs, 3, CFG) == [Action("start", "u1", "i0")]
+    assert core.plan_pod(init_pod("Never"), init_rec("a"), obs, 3, CFG) == [Action("stop-sandbox", "u1")]
+    assert core.pod_status(init_pod("Never"), init_rec("a"), obs, 3, CFG, host_ip="h")["phase"] == "Failed"
+
+
+def test_ended_attempt_survives_its_runtime_pod() -> None:
+    crec = ContainerRecord(uuid="a", final=core.final_of(Observed("a", False, exit_code=0, started=1, finished=2)))
+    r = rec(None)
+    r.containers["c0"] = crec
+    assert core.pod_status(pod("Never"), r, {"sb": SANDBOX}, 3, CFG, host_ip="h")["phase"] == "Succeeded"

@@ -334,6 +334,15 @@ class Agent:
     async def sync_once(self) -> None:
         self.observed = await self.blocking(self.runtime.observe)
         now = _now()
+        ended = False
+        for kept in self.records.values():  # remember how attempts ended: their runtime pods may be collected
+            for crec in kept.containers.values():
+                obs = self.observed.get(crec.uuid) if crec.uuid else None
+                if obs is not None and not obs.running and crec.final is None:
+                    crec.final = core.final_of(obs)
+                    ended = True
+        if ended:
+            self.save()
         for uid in set(self.desired) | set(self.records):
             pod, rec = self.desired.get(uid), self.records.get(uid)
             views = self.views(pod, rec)
@@ -387,7 +396,8 @@ class Agent:
         rec = self.records.get(a.uid)
         if rec is None:
             rec = PodRecord(a.uid, meta.get("namespace", "default"), meta.get("name", ""), start_time=_now())
-            rec.containers = {c.get("name", ""): ContainerRecord() for c in core.containers_of(pod)}
+            rec.containers = {c.get("name", ""): ContainerRecord()
+                              for c in core.init_containers_of(pod) + core.containers_of(pod)}
             self.records[a.uid] = rec
         old = rec.sandbox
         if old:  # the sandbox died: its containers go with it (they restart by the policy)
@@ -419,7 +429,8 @@ class Agent:
         pod, rec = self.desired.get(a.uid), self.records.get(a.uid)
         if pod is None or rec is None or rec.sandbox is None:
             return
-        container = next((c for c in core.containers_of(pod) if c.get("name") == a.container), None)
+        container = next((c for c in core.init_containers_of(pod) + core.containers_of(pod)
+                          if c.get("name") == a.container), None)
         if container is None:
             return
         crec = rec.containers.setdefault(a.container, ContainerRecord())
@@ -455,6 +466,7 @@ class Agent:
                 await self.blocking(self.runtime.remove, crec.previous)
             crec.previous = old
         crec.uuid = uuid
+        crec.final = None
         crec.image_id = image.manifest_digest
         crec.error = crec.error_reason = ""
         self.save()

@@ -5,6 +5,9 @@ Rules (the kubelet's, for one node):
   namespaces, a process that only waits) plus one runtime pod per container joined
   to it. The agent's memory of which runtime pods belong to which Kubernetes pod is
   a `PodRecord`; the runtime's pod directories say whether each one still runs.
+- Init containers run first, one at a time in order, each to exit 0 (restarted on
+  failure with back-off unless the policy is Never, which fails the pod); app
+  containers start after the last one (Initialized condition).
 - A container with no attempt yet is started once the sandbox runs. An exited
   attempt is restarted by the pod's restartPolicy: Always, OnFailure (exit code not
   0), Never. Restarts wait out an exponential back-off: none before the first
@@ -74,6 +77,7 @@ class ContainerRecord:
     image_id: str = ""
     error: str = ""                  # why it cannot start (e.g. ErrImagePull: ...)
     error_reason: str = ""
+    final: Obj | None = None         # how the current attempt ended (final_of), once it has
 
     def to_json(self) -> Obj:
         return dataclasses.asdict(self)
@@ -288,6 +292,49 @@ def probes_to_run(container: Obj, view: ProbeView) -> list[str]:
 # -- plans
 
 
+def init_containers_of(pod: Obj) -> list[Obj]:
+    return list((pod.get("spec") or {}).get("initContainers") or [])
+
+
+def attempt(crec: ContainerRecord, observed: Mapping[str, Observed]) -> Observed | None:
+    """The current attempt as observed, or as recorded when it ended (its runtime pod may
+    have been collected since)."""
+    if not crec.uuid:
+        return None
+    obs = observed.get(crec.uuid)
+    if obs is None and crec.final:
+        f = crec.final
+        return Observed(crec.uuid, False, exit_code=f.get("exit_code"), signal=f.get("signal"),
+                        oom=bool(f.get("oom")), started=f.get("started"), finished=f.get("finished"))
+    return obs
+
+
+def final_of(obs: Observed) -> Obj:
+    """What the record keeps of an ended attempt."""
+    return {"exit_code": obs.exit_code, "signal": obs.signal, "oom": obs.oom, "started": obs.started,
+            "finished": obs.finished}
+
+
+def init_progress(pod: Obj, rec: PodRecord, observed: Mapping[str, Observed], now: float,
+                  cfg: Config) -> tuple[str, str, float]:
+    """Where the init containers stand: ("done", "", 0) once each has exited 0 in order,
+    ("failed", name, 0) when one failed for good (restartPolicy Never), else the
+    decision for the current one: ("start" | "run" | "wait", name, seconds left).
+    Init containers restart on failure unless the pod's policy is Never."""
+    policy = "Never" if restart_policy(pod) == "Never" else "OnFailure"
+    for c in init_containers_of(pod):
+        name = c.get("name", "")
+        crec = rec.containers.get(name, ContainerRecord())
+        obs = attempt(crec, observed)
+        decision, left = container_decision(policy, crec, obs, now, cfg)
+        if decision == "done":
+            if obs is not None and obs.exit_code == 0:
+                continue
+            return "failed", name, 0.0
+        return decision, name, left
+    return "done", "", 0.0
+
+
 def plan_pod(pod: Obj | None, rec: PodRecord | None, observed: Mapping[str, Observed], now: float, cfg: Config,
              views: Mapping[str, ProbeView] | None = None) -> list[Action]:
     """What to do next for one pod (desired `pod`, None when it left the API or the node)."""
@@ -310,13 +357,17 @@ def plan_pod(pod: Obj | None, rec: PodRecord | None, observed: Mapping[str, Obse
         return [Action("stop-sandbox", rec.uid)] if sandbox is not None and sandbox.running else []
     if sandbox is None or not sandbox.running:
         return [Action("start-sandbox", rec.uid)]
+    stage, init_name, _ = init_progress(pod, rec, observed, now, cfg)
+    if stage == "start":
+        return [Action("start", rec.uid, init_name)]
+    if stage != "done":
+        return []
     actions = []
     policy = restart_policy(pod)
     for c in containers_of(pod):
         name = c.get("name", "")
         crec = rec.containers.get(name, ContainerRecord())
-        obs = observed.get(crec.uuid) if crec.uuid else None
-        decision, _ = container_decision(policy, crec, obs, now, cfg)
+        decision, _ = container_decision(policy, crec, attempt(crec, observed), now, cfg)
         if decision == "start":
             actions.append(Action("start", rec.uid, name))
         elif decision == "run" and (view := views.get(name)) is not None and view.kill:
@@ -326,6 +377,9 @@ def plan_pod(pod: Obj | None, rec: PodRecord | None, observed: Mapping[str, Obse
 
 
 def pod_done(pod: Obj, rec: PodRecord, observed: Mapping[str, Observed], now: float, cfg: Config) -> bool:
+    stage = init_progress(pod, rec, observed, now, cfg)[0]
+    if stage != "done":
+        return stage == "failed"
     return all(d == "done" for d, _ in _decisions(pod, rec, observed, now, cfg).values())
 
 
@@ -336,7 +390,7 @@ def _decisions(pod: Obj, rec: PodRecord, observed: Mapping[str, Observed], now: 
     for c in containers_of(pod):
         name = c.get("name", "")
         crec = rec.containers.get(name, ContainerRecord())
-        out[name] = container_decision(policy, crec, observed.get(crec.uuid) if crec.uuid else None, now, cfg)
+        out[name] = container_decision(policy, crec, attempt(crec, observed), now, cfg)
     return out
 
 
@@ -347,52 +401,71 @@ def uid_of(pod: Obj) -> str:
 # -- status
 
 
+def _container_status(c: Obj, crec: ContainerRecord, obs: Observed | None, decision: str, view: ProbeView,
+                      rec: PodRecord, cfg: Config, now: float, *, init: bool, initializing: bool) -> Obj:
+    name = c.get("name", "")
+    state: Obj
+    ready = started = False
+    if crec.uuid is None:
+        reason = crec.error_reason or ("PodInitializing" if initializing else "ContainerCreating")
+        state = {"waiting": {"reason": reason, **({"message": crec.error} if crec.error else {})}}
+    elif obs is not None and obs.running:
+        state = {"running": {"startedAt": rfc3339(obs.started or now)}}
+        started, ready = (True, False) if init else (view.started, view.ready)
+    elif decision == "wait":
+        state = {"waiting": {"reason": "CrashLoopBackOff",
+                             "message": f"back-off {int(backoff_delay(crec.restart_count, cfg))}s restarting "
+                                        f"failed container={name} pod={rec.name}_{rec.namespace}({rec.uid})"}}
+    else:
+        state = {"terminated": terminated_state(obs, crec.uuid)}
+        ready = init and obs is not None and obs.exit_code == 0
+    last: Obj = {}
+    if decision == "wait" and crec.uuid:
+        last = {"terminated": terminated_state(obs, crec.uuid)}
+    elif crec.last_state:
+        last = {"terminated": crec.last_state}
+    status: Obj = {"name": name, "image": c.get("image", ""), "imageID": crec.image_id,
+                   "restartCount": crec.restart_count, "ready": ready, "started": started,
+                   "state": state, "lastState": last}
+    if crec.uuid:
+        status["containerID"] = f"gifee://{crec.uuid}"
+    return status
+
+
 def pod_status(pod: Obj, rec: PodRecord | None, observed: Mapping[str, Observed], now: float, cfg: Config, *,
                host_ip: str, views: Mapping[str, ProbeView] | None = None) -> Obj:
-    """The status the node reports for `pod` (phase, conditions, IPs, containerStatuses)."""
+    """The status the node reports for `pod` (phase, conditions, IPs, init and app containerStatuses)."""
     views = views or {}
     old = pod.get("status") or {}
     if rec is None:
         return dict(old)
     sandbox = observed.get(rec.sandbox) if rec.sandbox else None
+    stage, _, _ = init_progress(pod, rec, observed, now, cfg)
     decisions = _decisions(pod, rec, observed, now, cfg)
-    statuses: list[Obj] = []
+    init_policy = "Never" if restart_policy(pod) == "Never" else "OnFailure"
+    init_statuses = []
+    for c in init_containers_of(pod):
+        crec = rec.containers.get(c.get("name", ""), ContainerRecord())
+        obs = attempt(crec, observed)
+        decision = container_decision(init_policy, crec, obs, now, cfg)[0]
+        init_statuses.append(_container_status(c, crec, obs, decision, ProbeView(), rec, cfg, now, init=True,
+                                               initializing=True))
+    statuses = []
     for c in containers_of(pod):
         name = c.get("name", "")
         crec = rec.containers.get(name, ContainerRecord())
-        obs = observed.get(crec.uuid) if crec.uuid else None
-        decision, left = decisions[name]
         view = views.get(name, ProbeView(started=True, ready="readinessProbe" not in c and "startupProbe" not in c))
-        state: Obj
-        ready = started = False
-        if crec.uuid is None:
-            reason = crec.error_reason or "ContainerCreating"
-            state = {"waiting": {"reason": reason, **({"message": crec.error} if crec.error else {})}}
-        elif obs is not None and obs.running:
-            state = {"running": {"startedAt": rfc3339(obs.started or now)}}
-            started, ready = view.started, view.ready
-        elif decision == "wait":
-            state = {"waiting": {"reason": "CrashLoopBackOff",
-                                 "message": f"back-off {int(backoff_delay(crec.restart_count, cfg))}s restarting "
-                                            f"failed container={name} pod={rec.name}_{rec.namespace}({rec.uid})"}}
-        else:
-            state = {"terminated": terminated_state(obs, crec.uuid)}
-        last: Obj = {}
-        if decision == "wait" and crec.uuid:
-            last = {"terminated": terminated_state(obs, crec.uuid)}
-        elif crec.last_state:
-            last = {"terminated": crec.last_state}
-        status: Obj = {"name": name, "image": c.get("image", ""), "imageID": crec.image_id,
-                       "restartCount": crec.restart_count, "ready": ready, "started": started,
-                       "state": state, "lastState": last}
-        if crec.uuid:
-            status["containerID"] = f"gifee://{crec.uuid}"
-        statuses.append(status)
-    phase = pod_phase(decisions, rec, observed)
-    all_ready = bool(statuses) and all(s["ready"] for s in statuses)
-    if phase in ("Succeeded", "Failed"):
-        all_ready = False
-    conds = [("PodScheduled", True, ""), ("Initialized", True, ""),
+        statuses.append(_container_status(c, crec, attempt(crec, observed), decisions[name][0], view, rec, cfg, now,
+                                          init=False, initializing=stage != "done"))
+    if stage == "failed":
+        phase = "Failed"
+    elif stage != "done":
+        phase = "Pending"
+    else:
+        phase = pod_phase(decisions, rec, observed)
+    all_ready = bool(statuses) and all(s["ready"] for s in statuses) and phase not in ("Succeeded", "Failed")
+    initialized = stage == "done"
+    conds = [("PodScheduled", True, ""), ("Initialized", initialized, "" if initialized else "ContainersNotInitialized"),
              ("ContainersReady", all_ready, "" if all_ready else "ContainersNotReady"),
              ("Ready", all_ready, "" if all_ready else "ContainersNotReady")]
     if phase == "Succeeded":
@@ -400,6 +473,8 @@ def pod_status(pod: Obj, rec: PodRecord | None, observed: Mapping[str, Observed]
         conds[3] = ("Ready", False, "PodCompleted")
     out: Obj = {"phase": phase, "conditions": conditions(old.get("conditions") or [], conds, now),
                 "hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "containerStatuses": statuses}
+    if init_statuses:
+        out["initContainerStatuses"] = init_statuses
     ip = (sandbox.ip if sandbox is not None else None) or old.get("podIP")
     if ip:
         out["podIP"] = ip
@@ -414,8 +489,7 @@ def pod_phase(decisions: Mapping[str, tuple[str, float]], rec: PodRecord, observ
     if decisions and all(d == "done" for d, _ in decisions.values()):
         failed = False
         for name in decisions:
-            crec = rec.containers.get(name, ContainerRecord())
-            obs = observed.get(crec.uuid) if crec.uuid else None
+            obs = attempt(rec.containers.get(name, ContainerRecord()), observed)
             if obs is None or obs.exit_code != 0:
                 failed = True
         return "Failed" if failed else "Succeeded"
