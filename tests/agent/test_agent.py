@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[Node]:
-    yield from make_node("--backoff-base", "1", "--backoff-max", "8")
+    yield from make_node("--backoff-base", "1", "--backoff-max", "8", "--volume-refresh", "1")
 
 
 def cstatus(pod: dict[str, Any], name: str) -> dict[str, Any]:
@@ -105,6 +105,11 @@ def test_env_config_maps_secrets_and_volumes(node: Node) -> None:
     assert f"COLOR=blue PW=s3cret NAME=envpod NS=default IP={ip} CFG_color=blue PLAIN=x-$(COLOR_MISSING)" in out
     assert "threads=4" in out and "s3cret" in out
     node.wait("hostPath write", lambda: (hostdir / "out").exists())
+    # a changed config map reaches the running container's volume
+    node.api("PATCH", "/api/v1/namespaces/default/configmaps/cfg", {"data": {"app.conf": "threads=8\n"}},
+             "application/merge-patch+json")
+    node.wait("config map refresh", lambda: node.kubectl(KUBECTL_132, "exec", "envpod", "--", "cat",
+                                                         "/etc/app/app.conf").stdout == "threads=8\n", timeout=15)
     assert pod["status"]["qosClass"] == "Guaranteed"  # limits only: requests default to them
     # the limits reached the container's cgroup
     uuid = cstatus(pod, "main")["containerID"].removeprefix("gifee://")

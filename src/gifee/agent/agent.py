@@ -56,6 +56,7 @@ class AgentOptions:
     backoff_base: float = 10.0
     backoff_cap: float = 300.0
     max_pods: int = 110
+    volume_refresh: float = 10.0
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -126,7 +127,8 @@ class Agent:
         server = AgentServer(self)
         await server.start(self.opts.bind_address or self.opts.node_ip, self.opts.port)
         self.tasks = [asyncio.create_task(f()) for f in (self.lease_loop, self.node_status_loop, self.watch_loop,
-                                                          self.reconcile_loop, self.probe_loop)]
+                                                          self.reconcile_loop, self.probe_loop,
+                                                          self.volume_refresh_loop)]
         log.info("node %s: serving on %s:%d, %d pod records", self.opts.node_name,
                  self.opts.bind_address or self.opts.node_ip, self.opts.port, len(self.records))
         if ready is not None:
@@ -536,6 +538,25 @@ class Agent:
 
     async def do_forget(self, a: Action) -> None:
         await self.cleanup(a.uid)
+
+    async def volume_refresh_loop(self) -> None:
+        """configMap and secret volumes of running pods follow their sources (files are
+        replaced atomically; a subPath mount keeps what it got, as in Kubernetes)."""
+        while True:
+            await asyncio.sleep(self.opts.volume_refresh)
+            for uid, pod in list(self.desired.items()):
+                rec = self.records.get(uid)
+                if rec is None or core.is_deleting(pod) or any(k[0] == uid for k in self.inflight):
+                    continue
+                if not any("configMap" in v or "secret" in v for v in (pod.get("spec") or {}).get("volumes") or []):
+                    continue
+                try:
+                    cms, secrets = await self.fetch_refs(pod)
+                    plan = [v for v in specs.volume_plan(pod, self.pods_dir / uid, cms, secrets)
+                            if v.kind in ("configMap", "secret")]
+                    await self.blocking(prepare_volumes, plan)
+                except (specs.ConfigError, ApiError, aiohttp.ClientError, OSError) as e:
+                    log.warning("refreshing volumes of %s/%s: %s", rec.namespace, rec.name, e)
 
     # -- events
 

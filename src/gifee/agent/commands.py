@@ -22,6 +22,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--backoff-base", type=float, default=10.0, help="first restart back-off, seconds")
     p.add_argument("--backoff-max", type=float, default=300.0, help="longest restart back-off, seconds")
     p.add_argument("--max-pods", type=int, default=110)
+    p.add_argument("--volume-refresh", type=float, default=10.0,
+                   help="seconds between refreshes of configMap and secret volumes")
     p.add_argument("--node-labels", default="", help="k=v,k2=v2")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
     p.set_defaults(run=run_agent)
@@ -50,7 +52,7 @@ def run_agent(args: argparse.Namespace) -> int:
         insecure_image=bool(insecure), insecure_registry=args.insecure_registry,
         lease_interval=args.lease_interval, status_interval=args.node_status_update_frequency,
         sync_interval=args.sync_frequency, backoff_base=args.backoff_base, backoff_cap=args.backoff_max,
-        max_pods=args.max_pods, labels=labels)
+        max_pods=args.max_pods, labels=labels, volume_refresh=args.volume_refresh)
     try:
         asyncio.run(Agent(opts).run())
     except KeyboardInterrupt:
