@@ -194,6 +194,34 @@ def test_init_containers(node: Node) -> None:
     assert cstatus(pod, "app")["state"]["waiting"]["reason"] == "PodInitializing"
 
 
+def test_host_network_and_capabilities(node: Node) -> None:
+    from tests.api.harness import free_port
+
+    port = free_port()
+    node.create_pod("hostnet", [{"name": "web", "command": ["sh", "-c", f"mkdir /w; echo on-host > /w/i; "
+                                                                       f"httpd -f -p 127.0.0.1:{port} -h /w"]}],
+                    hostNetwork=True)
+    pod = node.wait_phase("hostnet", "Running")
+    assert pod["status"]["podIP"] == "127.0.0.1"
+    body = node.wait("host port", lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/i", timeout=1).read())
+    assert body == b"on-host\n"
+    caps = "grep CapEff /proc/self/status; sleep 3600"
+    node.create_pod("caps", [
+        {"name": "none", "command": ["sh", "-c", caps], "securityContext": {"capabilities": {"drop": ["ALL"]}}},
+        {"name": "admin", "command": ["sh", "-c", caps],
+         "securityContext": {"capabilities": {"add": ["NET_ADMIN"], "drop": ["CHOWN"]}}}])
+    node.wait_phase("caps", "Running")
+
+    def eff(container: str) -> int:
+        return int(node.wait("CapEff", lambda: logs(node, "caps", container)).split()[-1], 16)
+
+    assert eff("none") == 0
+    admin = eff("admin")
+    assert admin & (1 << 12) and not admin & 1 and admin & (1 << 5)  # NET_ADMIN added, CHOWN dropped, KILL kept
+    node.api("DELETE", "/api/v1/namespaces/default/pods/hostnet", {"gracePeriodSeconds": 1})
+    node.wait("hostnet gone", lambda: not node.pod("hostnet"), timeout=20)
+
+
 def test_image_errors_reported(node: Node) -> None:
     node.create_pod("noimage", [{"name": "c", "image": "example.com/absent:1", "imagePullPolicy": "Never"}])
     node.wait("ErrImageNeverPull", lambda: cstatus(node.pod("noimage"), "c")["state"]["waiting"]["reason"]

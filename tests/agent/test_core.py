@@ -203,3 +203,20 @@ def test_ended_attempt_survives_its_runtime_pod() -> None:
     r = rec(None)
     r.containers["c0"] = crec
     assert core.pod_status(pod("Never"), r, {"sb": SANDBOX}, 3, CFG, host_ip="h")["phase"] == "Succeeded"
+
+
+def test_capabilities_and_host_network() -> None:
+    default = frozenset({0, 5, 13})
+    assert specs.capabilities({}, default) is None
+    assert specs.capabilities({"securityContext": {"capabilities": {"drop": ["ALL"], "add": ["CAP_NET_RAW"]}}},
+                              default) == {13}
+    assert specs.capabilities({"securityContext": {"capabilities": {"add": ["sys_time"], "drop": ["KILL"]}}},
+                              default) == {0, 13, 25}
+    assert len(specs.capabilities({"securityContext": {"privileged": True}}, default) or ()) == 41
+    with pytest.raises(specs.ConfigError):
+        specs.capabilities({"securityContext": {"capabilities": {"add": ["FLY"]}}}, default)
+    p = pod()
+    p["spec"]["hostNetwork"] = True
+    status = core.pod_status(p, rec("a"), {"sb": Observed("sb", True), "a": Observed("a", True)}, 1, CFG,
+                             host_ip="192.0.2.1")
+    assert status["podIP"] == "192.0.2.1"

@@ -419,7 +419,8 @@ class Agent:
             await asyncio.sleep(2)
             return
         hostname = str(pod.get("spec", {}).get("hostname") or meta.get("name", ""))[:63]
-        uuid, _ = await self.launching(1, self.runtime.launch_sandbox, hostname, {"uid": a.uid, "container": ""})
+        uuid, _ = await self.launching(1, self.runtime.launch_sandbox, hostname, {"uid": a.uid, "container": ""},
+                                     specs.host_network(pod))
         rec.sandbox = uuid
         self.save()
         self.runtime.untag(uuid)
@@ -437,7 +438,7 @@ class Agent:
             return
         crec = rec.containers.setdefault(a.container, ContainerRecord())
         sandbox = self.observed.get(rec.sandbox)
-        pod_ip = (sandbox.ip if sandbox else None) or ""
+        pod_ip = (sandbox.ip if sandbox else None) or (self.opts.node_ip if specs.host_network(pod) else "")
         try:
             cms, secrets = await self.fetch_refs(pod)
             volumes = specs.volume_plan(pod, self.pods_dir / a.uid, cms, secrets)

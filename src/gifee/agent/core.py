@@ -476,6 +476,8 @@ def pod_status(pod: Obj, rec: PodRecord | None, observed: Mapping[str, Observed]
     if init_statuses:
         out["initContainerStatuses"] = init_statuses
     ip = (sandbox.ip if sandbox is not None else None) or old.get("podIP")
+    if (pod.get("spec") or {}).get("hostNetwork"):
+        ip = host_ip
     if ip:
         out["podIP"] = ip
         out["podIPs"] = [{"ip": ip}]

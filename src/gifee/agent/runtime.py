@@ -10,6 +10,7 @@ on each other forever.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -184,10 +185,10 @@ class Runtime:
                 with contextlib.suppress(PodError, OSError):
                     cleanup_pod(self.launcher, self.launcher.pods.move(pod, "garbage"))
 
-    def launch_sandbox(self, hostname: str, tag: dict[str, str]) -> tuple[str, str | None]:
+    def launch_sandbox(self, hostname: str, tag: dict[str, str], host_network: bool = False) -> tuple[str, str | None]:
         image = self.image(PAUSE_IMAGE, "Never")
         spec = make_spec(image_name=image.name, image_digest=image.manifest_digest, image_config=image.config,
-                         hostname=hostname, net="default", pids=None)
+                         hostname=hostname, net="host" if host_network else "default", pids=None)
         pod, _ = self.launcher.launch(spec, self.store.layer_dirs(image), detach=True, on_started=self._tagger(tag))
         net = pod.read_json("net.json") or {}
         return pod.uuid, net.get("ip")
@@ -199,6 +200,8 @@ class Runtime:
         spec = make_spec(image_name=image.name, image_digest=image.manifest_digest, image_config=config,
                          hostname=hostname, env=opts.env, cpu=opts.cpu, memory=opts.memory, net=f"pod:{sandbox}",
                          volumes=opts.volumes)
+        if opts.capabilities is not None:
+            spec = dataclasses.replace(spec, capabilities=opts.capabilities)
         return spec, image
 
     def launch(self, spec: PodSpec, image: Image, tag: dict[str, str]) -> str:

@@ -13,6 +13,9 @@ Rules:
 - Resources: limits.cpu and limits.memory become the runtime's cgroup limits
   (--cpu, --memory). Requests alone set no cgroup value: the runtime has no CPU
   weight or memory reservation to give them to (they still count for scheduling).
+- securityContext: runAsUser/runAsGroup, capabilities add/drop, privileged (every
+  capability; /sys stays read-only and /dev minimal: the runtime has no more).
+  hostNetwork: the sandbox runs in the host's network (the pod IP is the node's).
 - Volumes live under <pod dir>/volumes/<name> (emptyDir, configMap, secret) or are
   the host path itself (hostPath); each volumeMount is a bind mount of that path
   (or its subPath), read-only when asked (configMap and secret always).
@@ -32,6 +35,15 @@ from typing import Any
 Obj = dict[str, Any]
 
 
+CAPABILITIES = {name: i for i, name in enumerate((
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+    "CHECKPOINT_RESTORE"))}
+
+
 class ConfigError(ValueError):
     """The container cannot be configured (kubelet's CreateContainerConfigError)."""
 
@@ -45,6 +57,7 @@ class ContainerOptions:
     cpu: str | None
     memory: str | None
     volumes: tuple[str, ...]   # HOST:POD[:ro]
+    capabilities: frozenset[int] | None = None   # None: the runtime's default set
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +68,35 @@ class VolumeSetup:
     files: tuple[tuple[str, bytes, int], ...] = ()   # (relative path, content, mode) to write
     host_type: str = ""
     read_only: bool = False
+
+
+def host_network(pod: Obj) -> bool:
+    return bool((pod.get("spec") or {}).get("hostNetwork"))
+
+
+def capabilities(container: Obj, default: frozenset[int]) -> frozenset[int] | None:
+    """securityContext.privileged (every capability) or capabilities.add/drop ("ALL" or
+    names with or without CAP_) over the runtime's default set; None when unchanged."""
+    sc = container.get("securityContext") or {}
+    if sc.get("privileged"):
+        return frozenset(CAPABILITIES.values())
+    caps = sc.get("capabilities") or {}
+    if not caps.get("add") and not caps.get("drop"):
+        return None
+
+    def numbers(names: list[str]) -> set[int]:
+        out = set()
+        for n in names:
+            key = str(n).upper().removeprefix("CAP_")
+            if key == "ALL":
+                out |= set(CAPABILITIES.values())
+            elif key in CAPABILITIES:
+                out.add(CAPABILITIES[key])
+            else:
+                raise ConfigError(f"unknown capability {n}")
+        return out
+
+    return frozenset((set(default) - numbers(caps.get("drop") or [])) | numbers(caps.get("add") or []))
 
 
 def pull_policy(container: Obj) -> str:
@@ -253,8 +295,11 @@ def container_options(pod: Obj, container: Obj, image_config: Obj, volumes: list
             host = f"{host}/{sub}"
         ro = bool(m.get("readOnly")) or vol.read_only
         mounts.append(f"{host}:{m.get('mountPath', '')}{':ro' if ro else ''}")
+    from gifee.runtime.spec import DEFAULT_CAPABILITIES
+
     return ContainerOptions(
         image=str(container.get("image", "")), pull_policy=pull_policy(container), image_config=config,
         env=tuple(f"{k}={v}" for k, v in env.items()),
         cpu=str(limits["cpu"]) if limits.get("cpu") else None,
-        memory=str(limits["memory"]) if limits.get("memory") else None, volumes=tuple(mounts))
+        memory=str(limits["memory"]) if limits.get("memory") else None, volumes=tuple(mounts),
+        capabilities=capabilities(container, DEFAULT_CAPABILITIES))
