@@ -146,6 +146,12 @@ def cleanup_runtime(data_dir: Path) -> None:
     if running:
         subprocess.run([*gifee, "stop", "--force", *running], capture_output=True)
     subprocess.run([*gifee, "gc", "--grace-period=0s"], capture_output=True)
+    # the agent's tmpfs volumes (emptyDir medium Memory) of pods it did not get to delete
+    with open("/proc/mounts") as f:
+        mounts = [line.split()[1] for line in f]
+    for target in reversed(mounts):
+        if target.startswith(str(data_dir) + "/"):
+            subprocess.run(["umount", "-l", target], capture_output=True)
     from gifee.runtime.network import PodNetwork
 
     PodNetwork(state_dir=data_dir / "net", bridge=TEST_BRIDGE, subnet=TEST_SUBNET).remove_bridge()

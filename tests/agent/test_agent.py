@@ -72,6 +72,22 @@ def test_two_containers_share_localhost_and_empty_dir(node: Node) -> None:
     assert all(c["ready"] and c["started"] and "running" in c["state"] for c in pod["status"]["containerStatuses"])
 
 
+def test_memory_empty_dir_is_a_sized_tmpfs(node: Node) -> None:
+    node.create_pod("mem", [{"name": "c", "volumeMounts": [{"name": "cache", "mountPath": "/cache"}],
+                             "command": ["sh", "-c", "grep ' /cache ' /proc/mounts | cut -d' ' -f3; "
+                                                     "dd if=/dev/zero of=/cache/big bs=1024 count=2048 2>/dev/null "
+                                                     "|| echo full; sleep 3600"]}],
+                    volumes=[{"name": "cache", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}])
+    node.wait_phase("mem", "Running")
+    node.wait("output", lambda: logs(node, "mem", "c") == "tmpfs\nfull\n")
+    uid = node.pod("mem")["metadata"]["uid"]
+    assert uid in open("/proc/mounts").read()
+    node.api("DELETE", "/api/v1/namespaces/default/pods/mem", {"gracePeriodSeconds": 0})
+    node.wait("mem gone", lambda: not node.pod("mem"), timeout=20)
+    node.wait("tmpfs unmounted", lambda: uid not in open("/proc/mounts").read())
+    node.wait("volumes removed", lambda: not (node.data_dir / "agent" / "pods" / uid).exists())
+
+
 def test_env_config_maps_secrets_and_volumes(node: Node) -> None:
     node.api("POST", "/api/v1/namespaces/default/configmaps", {
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"},

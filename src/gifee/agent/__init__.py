@@ -37,7 +37,7 @@ A restarted agent adopts the runtime pods its state file names and removes
 runtime pods launched but never recorded.
 
 Not done: resource requests without limits set nothing in cgroups (the runtime has
-no CPU weight); emptyDir medium Memory is a plain directory; /etc/resolv.conf of
+no CPU weight); /etc/resolv.conf of
 pods is the host's (the runtime writes it itself; no cluster DNS option); no
 port-forward or attach; no projected/downwardAPI volumes; a sandbox that dies
 restarts the containers but not the init containers.

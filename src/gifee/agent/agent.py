@@ -29,7 +29,15 @@ import aiohttp
 
 from gifee.agent import core, specs
 from gifee.agent.core import Action, ContainerRecord, Observed, PodRecord, ProbeState, ProbeView
-from gifee.agent.runtime import ImageError, LaunchQueue, Runtime, StateFile, enter_argv, prepare_volumes
+from gifee.agent.runtime import (
+    ImageError,
+    LaunchQueue,
+    Runtime,
+    StateFile,
+    enter_argv,
+    prepare_volumes,
+    remove_pod_dir,
+)
 from gifee.api.client import ApiClient
 from gifee.api.errors import ApiError
 
@@ -522,7 +530,7 @@ class Agent:
         if rec is not None:
             for u in rec.uuids():
                 await self.blocking(self.runtime.remove, u)
-        await self.blocking(shutil.rmtree, str(self.pods_dir / uid), True)
+        await self.blocking(remove_pod_dir, self.pods_dir / uid)
         self.records.pop(uid, None)
         self.written.pop(uid, None)
         self.save()

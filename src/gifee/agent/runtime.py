@@ -285,6 +285,12 @@ def prepare_volumes(volumes: Sequence[VolumeSetup]) -> None:
             continue
         base = Path(v.path)
         base.mkdir(parents=True, exist_ok=True)
+        if v.memory and not os.path.ismount(base):
+            from gifee.runtime import linux
+            from gifee.runtime.spec import parse_memory
+
+            size = f",size={parse_memory(v.size_limit)}" if v.size_limit else ""
+            linux.mount("tmpfs", str(base), "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, f"mode=0777{size}")
         if v.kind in ("configMap", "secret"):
             os.chmod(base, 0o755)
             wanted = set()
@@ -297,6 +303,19 @@ def prepare_volumes(volumes: Sequence[VolumeSetup]) -> None:
             for child in base.rglob("*"):
                 if child.is_file() and str(child.relative_to(base)) not in wanted:
                     child.unlink()
+
+
+def remove_pod_dir(path: Path) -> None:
+    """A pod's volume directory, with the tmpfs mounts of its memory emptyDirs."""
+    from gifee.runtime import linux
+
+    volumes = path / "volumes"
+    if volumes.is_dir():
+        for child in volumes.iterdir():
+            if os.path.ismount(child):
+                with contextlib.suppress(OSError):
+                    linux.umount(str(child), linux.MNT_DETACH)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 class StateFile:

@@ -68,6 +68,8 @@ class VolumeSetup:
     files: tuple[tuple[str, bytes, int], ...] = ()   # (relative path, content, mode) to write
     host_type: str = ""
     read_only: bool = False
+    memory: bool = False       # emptyDir medium Memory: a tmpfs
+    size_limit: str = ""
 
 
 def host_network(pod: Obj) -> bool:
@@ -164,7 +166,9 @@ def volume_plan(pod: Obj, pod_dir: Path, configmaps: Mapping[str, Obj], secrets:
         name = str(v.get("name", ""))
         path = str(pod_dir / "volumes" / name)
         if "emptyDir" in v:
-            out.append(VolumeSetup(name, "emptyDir", path))
+            ed = v["emptyDir"] or {}
+            out.append(VolumeSetup(name, "emptyDir", path, memory=ed.get("medium") == "Memory",
+                                   size_limit=str(ed.get("sizeLimit") or "")))
         elif "hostPath" in v:
             hp = v["hostPath"]
             out.append(VolumeSetup(name, "hostPath", str(hp.get("path", "")), host_type=str(hp.get("type") or "")))
