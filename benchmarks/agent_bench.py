@@ -89,6 +89,10 @@ def main() -> int:
         burst = [watcher.wait(n, 120) - t for n, t in burst_start.items()]
         print(f"sequential, {len(seq)} pods: p50 {statistics.median(seq) * 1000:.0f} ms, "
               f"p99 {percentile(seq, 99) * 1000:.0f} ms, max {max(seq) * 1000:.0f} ms")
+        assert node.agent.proc is not None
+        with open(f"/proc/{node.agent.proc.pid}/status") as f:
+            rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        print(f"agent RSS with {args.pods + args.burst + 1} pods: {rss // 1024} MiB")
         print(f"burst of {len(burst)} (created at once, {args.pods + 1} pods already running): "
               f"p50 {statistics.median(burst) * 1000:.0f} ms, p99 {percentile(burst, 99) * 1000:.0f} ms")
     finally:
