@@ -161,6 +161,8 @@ def test_failing_container_restarts_with_back_off(node: Node) -> None:
     assert elapsed >= 2.5, f"restarts came too fast for a 1 s back-off doubling: {elapsed:.1f}s"  # 0 + 1 + 2
     assert node.pod("crash")["status"]["phase"] == "Running"
     node.kubectl(KUBECTL_132, "logs", "crash", "--previous")
+    events = node.api("GET", "/api/v1/namespaces/default/events")["items"]
+    assert any(e["reason"] == "BackOff" and e["involvedObject"]["name"] == "crash" for e in events)
 
 
 def test_never_and_on_failure_pods_end(node: Node) -> None:

@@ -89,6 +89,7 @@ class Agent:
         self.probes: dict[tuple[str, str, str], ProbeState] = {}   # (attempt uuid, container, kind)
         self.probing: set[tuple[str, str, str]] = set()
         self.seeded: set[str] = set()   # attempts whose adopted probe results were set
+        self.backoff_noted: set[str] = set()   # ended attempts whose back-off has an event
         self.start_failures: dict[tuple[str, str], tuple[int, float]] = {}
         self.listed = asyncio.Event()
         self.wake = asyncio.Event()
@@ -366,6 +367,11 @@ class Agent:
                 self.spawn(a)
             if pod is not None and rec is not None and (uid, "*") not in self.inflight:
                 self.write_status(pod, rec, views)
+                for name, failed_attempt, left in core.backing_off(pod, rec, self.observed, now, self.cfg):
+                    if failed_attempt not in self.backoff_noted:
+                        self.backoff_noted.add(failed_attempt)
+                        self.event(rec, name, "Warning", "BackOff",
+                                   f"Back-off {left:.0f}s restarting failed container={name} pod={rec.name}")
 
     def spawn(self, a: Action) -> None:
         handler: Callable[[Action], Awaitable[None]] = getattr(self, "do_" + a.kind.replace("-", "_"))
@@ -617,6 +623,7 @@ class Agent:
                 self.written.pop(uid, None)
             finally:
                 self.status_tasks.pop(uid, None)
+                self.wake.set()  # a newer status may have waited for this write
 
         self.status_tasks[uid] = asyncio.create_task(write())
 

@@ -394,6 +394,17 @@ def _decisions(pod: Obj, rec: PodRecord, observed: Mapping[str, Observed], now: 
     return out
 
 
+def backing_off(pod: Obj, rec: PodRecord, observed: Mapping[str, Observed], now: float,
+                cfg: Config) -> list[tuple[str, str, float]]:
+    """(container, ended attempt, seconds left) for each app container waiting out a back-off."""
+    out = []
+    for name, (decision, left) in _decisions(pod, rec, observed, now, cfg).items():
+        crec = rec.containers.get(name)
+        if decision == "wait" and crec is not None and crec.uuid:
+            out.append((name, crec.uuid, left))
+    return out
+
+
 def uid_of(pod: Obj) -> str:
     return str((pod.get("metadata") or {}).get("uid", ""))
 
