@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-NODE_SEMVER_DIR = Path(os.environ.get("GIFEE_TEST_NODE_SEMVER", "/tmp/gifee-node-semver"))
+NODE_SEMVER_DIR = Path(os.environ.get("GIFEE_TEST_NODE_SEMVER", "/opt/gifee/node-semver"))  # scripts/install puts it there
 
 _DPKG_SCRIPT = r"""
 while IFS=$'\t' read -r a b; do
