@@ -240,6 +240,19 @@ def test_host_network_and_capabilities(node: Node) -> None:
     node.wait("hostnet gone", lambda: not node.pod("hostnet"), timeout=20)
 
 
+def test_missing_config_map_waits_then_starts(node: Node) -> None:
+    node.create_pod("needs-cm", [{"name": "c", "command": ["sh", "-c", "cat /cfg/k; sleep 3600"],
+                                  "volumeMounts": [{"name": "v", "mountPath": "/cfg"}]}],
+                    volumes=[{"name": "v", "configMap": {"name": "late"}}])
+    node.wait("CreateContainerConfigError", lambda: cstatus(node.pod("needs-cm"), "c")["state"]["waiting"]["reason"]
+              == "CreateContainerConfigError")
+    assert node.pod("needs-cm")["status"]["phase"] == "Pending"
+    node.api("POST", "/api/v1/namespaces/default/configmaps", {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late"}, "data": {"k": "arrived"}})
+    node.wait_phase("needs-cm", "Running", timeout=30)
+    node.wait("content", lambda: logs(node, "needs-cm", "c") == "arrived")
+
+
 def test_image_errors_reported(node: Node) -> None:
     node.create_pod("noimage", [{"name": "c", "image": "example.com/absent:1", "imagePullPolicy": "Never"}])
     node.wait("ErrImageNeverPull", lambda: cstatus(node.pod("noimage"), "c")["state"]["waiting"]["reason"]

@@ -360,8 +360,8 @@ class Agent:
             for a in core.plan_pod(pod, rec, self.observed, now, self.cfg, views):
                 if self.blocked(a):
                     continue
-                if a.kind == "start":
-                    failed = self.start_failures.get((uid, a.container))
+                if a.kind in ("start", "start-sandbox"):
+                    failed = self.start_failures.get((uid, a.container or "*"))
                     if failed is not None and failed[1] > now:
                         continue
                 self.spawn(a)
@@ -424,17 +424,21 @@ class Agent:
             cms, secrets = await self.fetch_refs(pod)
             volumes = specs.volume_plan(pod, self.pods_dir / a.uid, cms, secrets)
             await self.blocking(prepare_volumes, volumes)
-        except (specs.ConfigError, OSError, ApiError) as e:
+            hostname = str(pod.get("spec", {}).get("hostname") or meta.get("name", ""))[:63]
+            uuid, _ = await self.launching(1, self.runtime.launch_sandbox, hostname,
+                                           {"uid": a.uid, "container": ""}, specs.host_network(pod))
+        except Exception as e:
+            config = isinstance(e, (specs.ConfigError, ApiError))
             for crec in rec.containers.values():
                 if crec.uuid is None:
-                    crec.error_reason, crec.error = "CreateContainerConfigError", str(e)
-            self.records[a.uid] = rec
-            self.start_failures[(a.uid, "*")] = (1, _now() + 2)
-            await asyncio.sleep(2)
+                    crec.error_reason = "CreateContainerConfigError" if config else "ContainerCreating"
+                    crec.error = str(e)
+            count = self.start_failures.get((a.uid, "*"), (0, 0.0))[0] + 1
+            self.start_failures[(a.uid, "*")] = (count, _now() + max(1.0, core.backoff_delay(count, self.cfg)))
+            self.event(rec, "", "Warning", "FailedMount" if config else "FailedCreatePodSandBox", str(e))
+            log.warning("pod %s/%s: no sandbox: %s", rec.namespace, rec.name, e)
             return
-        hostname = str(pod.get("spec", {}).get("hostname") or meta.get("name", ""))[:63]
-        uuid, _ = await self.launching(1, self.runtime.launch_sandbox, hostname, {"uid": a.uid, "container": ""},
-                                     specs.host_network(pod))
+        self.start_failures.pop((a.uid, "*"), None)
         rec.sandbox = uuid
         self.save()
         self.runtime.untag(uuid)
@@ -456,7 +460,6 @@ class Agent:
         try:
             cms, secrets = await self.fetch_refs(pod)
             volumes = specs.volume_plan(pod, self.pods_dir / a.uid, cms, secrets)
-            image_ref = str(container.get("image", ""))
             opts = specs.container_options(pod, container, {}, volumes, cms, secrets, pod_ip, self.opts.node_ip)
             hostname = str(pod.get("spec", {}).get("hostname") or rec.name)[:63]
             spec, image = await self.blocking(self.runtime.container_spec, rec.sandbox, hostname, opts)
@@ -471,7 +474,6 @@ class Agent:
                 crec.error_reason, crec.error = reason, str(e)
             log.warning("pod %s/%s container %s: %s: %s", rec.namespace, rec.name, a.container, reason, e)
             self.event(rec, a.container, "Warning", "Failed", f"Error: {reason}: {e}")
-            del image_ref
             return
         self.start_failures.pop((a.uid, a.container), None)
         self.event(rec, a.container, "Normal", "Started", f"Started container {a.container} (gifee://{uuid})")
