@@ -34,6 +34,16 @@ from gifee.controllers.objects import KIND_PLURALS, Action, Obj, key_of, micro_t
 
 log = logging.getLogger("gifee.controllers")
 Handler = Callable[[str, Obj, Obj | None], None]  # (event type, object, old object)
+IndexFn = Callable[[Obj], list[str]]  # an object's index values
+
+
+def by_node_name(obj: Obj) -> list[str]:
+    node = (obj.get("spec") or {}).get("nodeName")
+    return [str(node)] if node else []
+
+
+def by_namespace(obj: Obj) -> list[str]:
+    return [str((obj.get("metadata") or {}).get("namespace") or "")]
 
 
 def utcnow() -> dt.datetime:
@@ -57,6 +67,35 @@ class Informer:
         self.handlers: list[Handler] = []
         self.synced = asyncio.Event()
         self.kind = next((k for k, p in KIND_PLURALS.items() if p == resource), "")
+        self._index_fns: dict[str, IndexFn] = {}
+        self._indexes: dict[str, dict[str, dict[str, Obj]]] = {}
+
+    def add_index(self, name: str, fn: IndexFn) -> None:
+        """Keep cached objects grouped by fn(obj) (index values; an object may have several),
+        so handlers and reconciles can look up e.g. the pods of one node without a full scan."""
+        self._index_fns[name] = fn
+        index: dict[str, dict[str, Obj]] = {}
+        for key, obj in self.cache.items():
+            for value in fn(obj):
+                index.setdefault(value, {})[key] = obj
+        self._indexes[name] = index
+
+    def by_index(self, name: str, value: str) -> list[Obj]:
+        return list(self._indexes[name].get(value, {}).values())
+
+    def _reindex(self, key: str, old: Obj | None, new: Obj | None) -> None:
+        for name, fn in self._index_fns.items():
+            index = self._indexes[name]
+            if old is not None:
+                for value in fn(old):
+                    bucket = index.get(value)
+                    if bucket is not None:
+                        bucket.pop(key, None)
+                        if not bucket:
+                            del index[value]
+            if new is not None:
+                for value in fn(new):
+                    index.setdefault(value, {})[key] = new
 
     def on_event(self, handler: Handler) -> None:
         self.handlers.append(handler)
@@ -85,6 +124,8 @@ class Informer:
             if old is not None and _rv(old) > rv > 0:
                 return
             self.cache.pop(key, None)
+            if self._index_fns:
+                self._reindex(key, old, None)
             self.tombstones[key] = rv
             self._emit("DELETED", obj, old)
             return
@@ -94,6 +135,8 @@ class Informer:
             return
         self.tombstones.pop(key, None)
         self.cache[key] = obj
+        if self._index_fns:
+            self._reindex(key, old, obj)
         self._emit("MODIFIED" if old is not None else "ADDED", obj, old)
 
     async def run(self) -> None:
@@ -112,6 +155,8 @@ class Informer:
                 for key in [k for k in self.cache if k not in seen]:
                     gone = self.cache[key]
                     self.cache.pop(key)
+                    if self._index_fns:
+                        self._reindex(key, gone, None)
                     self._emit("DELETED", gone, gone)
                 self.synced.set()
                 backoff = 0.2
@@ -302,10 +347,33 @@ async def apply_action(api: ApiClient, a: Action, informers: dict[str, Informer]
     return out
 
 
+CREATE_BATCH_MAX = 64
+
+
 async def apply_actions(api: ApiClient, actions: list[Action], informers: dict[str, Informer] | None = None) -> None:
-    for a in actions:
-        log.debug("%s", a.describe())
-        await apply_action(api, a, informers)
+    """Apply in order; a run of creations goes out in slow-start batches (1, 2, 4, ... up to
+    CREATE_BATCH_MAX concurrent calls, as Kubernetes' replica controllers do): a failing batch
+    stops the run, so a refused template costs one call, a good one is not one round trip per pod."""
+    i = 0
+    while i < len(actions):
+        a = actions[i]
+        if a.verb != "create":
+            log.debug("%s", a.describe())
+            await apply_action(api, a, informers)
+            i += 1
+            continue
+        j = i
+        while j < len(actions) and actions[j].verb == "create":
+            j += 1
+        size = 1
+        while i < j:
+            batch = actions[i:min(j, i + size)]
+            results = await asyncio.gather(*(apply_action(api, b, informers) for b in batch), return_exceptions=True)
+            for r in results:
+                if isinstance(r, BaseException):
+                    raise r
+            i += len(batch)
+            size = min(size * 2, CREATE_BATCH_MAX)
 
 
 class LeaderElector:

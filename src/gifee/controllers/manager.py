@@ -23,6 +23,8 @@ from gifee.controllers.framework import (
     Informer,
     WorkQueue,
     apply_actions,
+    by_namespace,
+    by_node_name,
     run_worker,
     seconds_until,
     utcnow,
@@ -36,6 +38,7 @@ from gifee.controllers.objects import (
     namespace_of,
     owner_refs,
     split_key,
+    uid_of,
 )
 
 log = logging.getLogger("gifee.controllers")
@@ -43,6 +46,18 @@ ALL_CONTROLLERS = ("replicaset", "replicationcontroller", "deployment", "endpoin
                    "garbagecollector", "nodelifecycle", "podgc")
 GC_RESOURCES = ("pods", "replicasets", "replicationcontrollers", "deployments", "services", "endpoints",
                 "configmaps", "secrets")
+
+
+GC_DEBOUNCE = 0.5
+
+
+def _controller_uid(pod: Obj) -> list[str]:
+    ref = controller_ref(pod)
+    return [str(ref.get("uid"))] if ref is not None and ref.get("uid") else []
+
+
+def _orphan_namespace(pod: Obj) -> list[str]:
+    return [namespace_of(pod)] if controller_ref(pod) is None else []
 
 
 @dataclass
@@ -65,6 +80,11 @@ class ControllerManager:
                            "nodes", "namespaces", "configmaps", "secrets")}
         self.inf["leases"] = Informer(api, "leases", namespace="kube-node-lease", resync=r)
         self.queues: dict[str, WorkQueue] = {c: WorkQueue() for c in self.opts.controllers}
+        pods = self.inf["pods"]
+        pods.add_index("node", by_node_name)
+        pods.add_index("namespace", by_namespace)
+        pods.add_index("controller", _controller_uid)
+        pods.add_index("orphan", _orphan_namespace)
         self._wire()
 
     # --- routing ---------------------------------------------------------------------------------
@@ -129,7 +149,9 @@ class ControllerManager:
 
     def _on_any(self, typ: str, obj: Obj, old: Obj | None) -> None:
         if typ == "DELETED" or owner_refs(obj) or is_deleting(obj) or typ == "RESYNC":
-            self._add("garbagecollector", "all")
+            q = self.queues.get("garbagecollector")
+            if q is not None:  # debounced: a pass looks at every object, one per event would be quadratic
+                q.add_after("all", GC_DEBOUNCE)
         ns = namespace_of(obj)
         if ns and ns in self.inf["namespaces"].cache and is_deleting(self.inf["namespaces"].cache[ns]):
             self._add("namespace", ns)
@@ -141,7 +163,10 @@ class ControllerManager:
         if owner is None:
             return None
         now = utcnow()
-        out = replicas.reconcile(owner, kind, self.inf["pods"].list(), now)
+        # the pods the core can claim: its own, and the namespace's orphans (others are skipped anyway)
+        pods = self.inf["pods"].by_index("controller", uid_of(owner)) + \
+            self.inf["pods"].by_index("orphan", namespace_of(owner))
+        out = replicas.reconcile(owner, kind, pods, now)
         await apply_actions(self.api, out.actions, self.inf)
         return seconds_until(out.next_check, now)
 
@@ -161,8 +186,10 @@ class ControllerManager:
 
     async def reconcile_endpoints(self, key: str) -> float | None:
         ns, name = split_key(key)
-        acts = endpoints.reconcile(ns, name, self.inf["services"].get(key), self.inf["endpoints"].get(key),
-                                   [p for p in self.inf["pods"].list() if namespace_of(p) == ns])
+        svc = self.inf["services"].get(key)
+        selects = svc is not None and bool((svc.get("spec") or {}).get("selector"))
+        acts = endpoints.reconcile(ns, name, svc, self.inf["endpoints"].get(key),
+                                   self.inf["pods"].by_index("namespace", ns) if selects else [])
         await apply_actions(self.api, acts, self.inf)
         return None
 
@@ -187,8 +214,7 @@ class ControllerManager:
             return None
         now = utcnow()
         out = nodelifecycle.reconcile(node, self.inf["leases"].get(f"kube-node-lease/{key}"),
-                                      [p for p in self.inf["pods"].list()
-                                       if (p.get("spec") or {}).get("nodeName") == key], now,
+                                      self.inf["pods"].by_index("node", key), now,
                                       self.opts.node_monitor_grace_period, self.opts.default_toleration_seconds)
         await apply_actions(self.api, out.actions, self.inf)
         return seconds_until(out.next_check, now)

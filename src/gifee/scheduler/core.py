@@ -191,11 +191,86 @@ def _host_ports(pod: Obj) -> list[tuple[str, str, int]]:
     return out
 
 
-def ports_conflict(pod: Obj, node_pods: list[Obj]) -> bool:
-    wanted = _host_ports(pod)
+# --- what the decisions need of placed pods and of nodes, computed once per object -------------------
+
+@dataclass
+class PodFacts:
+    """A placed pod as the filters and scores see it."""
+    pod: Obj
+    namespace: str
+    requests: dict[str, int]
+    nonzero: tuple[int, int]
+    ports: list[tuple[str, str, int]]
+    group: str  # "<namespace>/<controller uid>", or "" without a controller
+
+
+def pod_facts(pod: Obj) -> PodFacts:
+    req = pod_requests(pod)
+    ref = controller_ref(pod)
+    ns = namespace_of(pod)
+    group = f"{ns}/{ref.get('uid')}" if ref is not None and ref.get("uid") else ""
+    return PodFacts(pod, ns, req, _nonzero(req), _host_ports(pod), group)
+
+
+class NodeInfo:
+    """A node and the sums over its placed pods (requests, non-zero cpu/memory, host ports,
+    pods per controller), kept up to date pod by pod so a decision never walks every pod."""
+
+    def __init__(self, node: Obj | None = None) -> None:
+        self.pods: dict[str, PodFacts] = {}
+        self.requested: Counter[str] = Counter()
+        self.cpu = 0
+        self.mem = 0
+        self.ports: Counter[tuple[str, str, int]] = Counter()
+        self.groups: Counter[str] = Counter()
+        self.set_node(node)
+
+    def set_node(self, node: Obj | None) -> None:
+        self.node = node
+        self.name = name_of(node) if node is not None else ""
+        self.alloc = allocatable(node) if node is not None else {}
+        taints = [t for t in _spec(node).get("taints") or [] if isinstance(t, dict)] if node is not None else []
+        self.hard_taints = [t for t in taints if t.get("effect") in ("NoSchedule", "NoExecute")]
+        self.soft_taints = [t for t in taints if t.get("effect") == "PreferNoSchedule"]
+        self.unschedulable = bool(_spec(node).get("unschedulable")) if node is not None else False
+
+    def add(self, key: str, facts: PodFacts) -> None:
+        self.remove(key)
+        self.pods[key] = facts
+        self.requested.update(facts.requests)
+        self.cpu += facts.nonzero[0]
+        self.mem += facts.nonzero[1]
+        self.ports.update(facts.ports)
+        if facts.group:
+            self.groups[facts.group] += 1
+
+    def remove(self, key: str) -> None:
+        facts = self.pods.pop(key, None)
+        if facts is None:
+            return
+        self.requested.subtract(facts.requests)
+        self.cpu -= facts.nonzero[0]
+        self.mem -= facts.nonzero[1]
+        self.ports.subtract(facts.ports)
+        self.ports = +self.ports if facts.ports else self.ports
+        if facts.group:
+            self.groups[facts.group] -= 1
+            if self.groups[facts.group] <= 0:
+                del self.groups[facts.group]
+
+
+def node_infos(nodes: Iterable[Obj], pods: Iterable[Obj]) -> dict[str, NodeInfo]:
+    infos = {name_of(n): NodeInfo(n) for n in nodes}
+    for i, p in enumerate(pods):
+        node = _spec(p).get("nodeName")
+        if node and _counts_on_node(p) and str(node) in infos:
+            infos[str(node)].add(f"{namespace_of(p)}/{name_of(p)}#{i}", pod_facts(p))
+    return infos
+
+
+def ports_conflict(wanted: list[tuple[str, str, int]], used: Iterable[tuple[str, str, int]]) -> bool:
     if not wanted:
         return False
-    used = [hp for p in node_pods for hp in _host_ports(p)]
     for proto, ip, port in wanted:
         for uproto, uip, uport in used:
             if proto == uproto and port == uport and (ip == uip or "0.0.0.0" in (ip, uip)):
@@ -203,37 +278,77 @@ def ports_conflict(pod: Obj, node_pods: list[Obj]) -> bool:
     return False
 
 
-def fit_reasons(pod: Obj, node: Obj, node_pods: list[Obj]) -> list[str]:
-    """Why `pod` cannot run on `node`, in the scheduler's words; empty if it fits."""
+@dataclass
+class _Wanted:
+    """The pending pod, looked at once per decision."""
+    pod: Obj
+    spec: Obj
+    node_name: str
+    tolerations: list[Obj]
+    tolerates_unschedulable: bool
+    needs_affinity: bool
+    requests: list[tuple[str, int]]
+    cpu: int
+    mem: int
+    ports: list[tuple[str, str, int]]
+    group: str
+    services: list[Obj]  # the services selecting the pod
+    preferred: list[Obj]
+
+
+def _wanted(pod: Obj, services: list[Obj]) -> _Wanted:
     spec = _spec(pod)
-    reasons: list[str] = []
-    if spec.get("nodeName") and spec["nodeName"] != name_of(node):
+    tols = [t for t in spec.get("tolerations") or [] if isinstance(t, dict)]
+    req = pod_requests(pod)
+    cpu, mem = _nonzero(req)
+    ns, labels = namespace_of(pod), labels_of(pod)
+    ref = controller_ref(pod)
+    affinity = (spec.get("affinity") or {}).get("nodeAffinity") or {}
+    return _Wanted(
+        pod, spec, str(spec.get("nodeName") or ""), tols,
+        any(tolerates(t, {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"})
+            for t in spec.get("tolerations") or []),
+        bool(spec.get("nodeSelector")) or affinity.get("requiredDuringSchedulingIgnoredDuringExecution") is not None,
+        [(k, v) for k, v in sorted(req.items()) if v > 0], cpu, mem, _host_ports(pod),
+        f"{ns}/{ref.get('uid')}" if ref is not None and ref.get("uid") else "",
+        [s for s in services if namespace_of(s) == ns and map_selector_matches(_spec(s).get("selector"), labels)],
+        affinity.get("preferredDuringSchedulingIgnoredDuringExecution") or [])
+
+
+def _fit(w: _Wanted, info: NodeInfo) -> list[str]:
+    """Why the pod cannot run on the node, in the scheduler's words; empty if it fits."""
+    node = info.node
+    assert node is not None
+    if w.node_name and w.node_name != info.name:
         return ["node(s) didn't match the requested node name"]
-    if _spec(node).get("unschedulable") and not any(
-            tolerates(t, {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"})
-            for t in spec.get("tolerations") or []):
+    if info.unschedulable and not w.tolerates_unschedulable:
         return ["node(s) were unschedulable"]
-    if not affinity_ok(pod, node):
+    if w.needs_affinity and not affinity_ok(w.pod, node):
         return ["node(s) didn't match Pod's node affinity/selector"]
-    bad = untolerated(pod, node, ("NoSchedule", "NoExecute"))
-    if bad:
-        t = bad[0]
-        text = f"{t.get('key')}: {t.get('value')}" if t.get("value") else str(t.get("key"))
-        return [f"node(s) had untolerated taint {{{text}}}"]
-    if ports_conflict(pod, node_pods):
+    if info.hard_taints:
+        bad = [t for t in info.hard_taints if not any(tolerates(x, t) for x in w.tolerations)]
+        if bad:
+            t = bad[0]
+            text = f"{t.get('key')}: {t.get('value')}" if t.get("value") else str(t.get("key"))
+            return [f"node(s) had untolerated taint {{{text}}}"]
+    reasons: list[str] = []
+    if w.ports and ports_conflict(w.ports, info.ports):
         reasons.append("node(s) didn't have free ports for the requested pod ports")
-    alloc = allocatable(node)
-    if "pods" in alloc and len(node_pods) + 1 > alloc["pods"] // 1000:
+    alloc = info.alloc
+    if "pods" in alloc and len(info.pods) + 1 > alloc["pods"] // 1000:
         reasons.append("Too many pods")
-    used: Counter[str] = Counter()
-    for p in node_pods:
-        used.update(pod_requests(p))
-    for res, amount in sorted(pod_requests(pod).items()):
-        if amount <= 0:
-            continue
-        if used[res] + amount > alloc.get(res, 0):
+    for res, amount in w.requests:
+        if info.requested[res] + amount > alloc.get(res, 0):
             reasons.append(f"Insufficient {res}")
     return reasons
+
+
+def fit_reasons(pod: Obj, node: Obj, node_pods: list[Obj]) -> list[str]:
+    """Why `pod` cannot run on `node` (with `node_pods` on it), in the scheduler's words; empty if it fits."""
+    info = NodeInfo(node)
+    for i, p in enumerate(node_pods):
+        info.add(str(i), pod_facts(p))
+    return _fit(_wanted(pod, []), info)
 
 
 # --- scores ------------------------------------------------------------------------------------------
@@ -242,42 +357,29 @@ def _nonzero(req: dict[str, int]) -> tuple[int, int]:
     return (req.get("cpu") or DEFAULT_MILLI_CPU, req.get("memory") or DEFAULT_MEMORY_MILLI)
 
 
-def _fractions(pod: Obj, node: Obj, node_pods: list[Obj]) -> tuple[float, float]:
-    cpu, mem = _nonzero(pod_requests(pod))
-    for p in node_pods:
-        c, m = _nonzero(pod_requests(p))
-        cpu += c
-        mem += m
-    alloc = allocatable(node)
+def _fractions(w: _Wanted, info: NodeInfo) -> tuple[float, float]:
+    cpu, mem = w.cpu + info.cpu, w.mem + info.mem
+    alloc = info.alloc
     fc = cpu / alloc["cpu"] if alloc.get("cpu") else 1.0
     fm = mem / alloc["memory"] if alloc.get("memory") else 1.0
     return min(fc, 1.0), min(fm, 1.0)
 
 
-def least_allocated(pod: Obj, node: Obj, node_pods: list[Obj]) -> float:
-    fc, fm = _fractions(pod, node, node_pods)
-    return ((1 - fc) + (1 - fm)) / 2 * 100
-
-
-def balanced_allocation(pod: Obj, node: Obj, node_pods: list[Obj]) -> float:
-    fc, fm = _fractions(pod, node, node_pods)
-    return (1 - abs(fc - fm) / 2) * 100
-
-
-def _same_group(pod: Obj, other: Obj, services: list[Obj]) -> bool:
-    if namespace_of(other) != namespace_of(pod):
-        return False
-    ref = controller_ref(pod)
-    oref = controller_ref(other)
-    if ref is not None and oref is not None and ref.get("uid") == oref.get("uid"):
-        return True
-    labels, olabels = labels_of(pod), labels_of(other)
-    for svc in services:
-        sel = _spec(svc).get("selector")
-        if namespace_of(svc) == namespace_of(pod) and map_selector_matches(sel, labels) \
-                and map_selector_matches(sel, olabels):
-            return True
-    return False
+def _same_group_count(w: _Wanted, info: NodeInfo) -> int:
+    """Pods on the node of the pod's controller or of a service selecting it (each counted once)."""
+    if not w.services:
+        return info.groups.get(w.group, 0) if w.group else 0
+    n = 0
+    for facts in info.pods.values():
+        if facts.namespace != namespace_of(w.pod):
+            continue
+        if w.group and facts.group == w.group:
+            n += 1
+            continue
+        olabels = labels_of(facts.pod)
+        if any(map_selector_matches(_spec(s).get("selector"), olabels) for s in w.services):
+            n += 1
+    return n
 
 
 def preferred_affinity(pod: Obj, node: Obj) -> int:
@@ -293,35 +395,24 @@ def _normalize(raw: dict[str, float], reverse: bool) -> dict[str, float]:
     return {n: (100 - v * 100 / top) if reverse else v * 100 / top for n, v in raw.items()}
 
 
-def score(pod: Obj, feasible: list[Obj], by_node: dict[str, list[Obj]], services: list[Obj],
-          weights: dict[str, int] | None = None) -> dict[str, float]:
-    w = weights or WEIGHTS
-    spread_raw = {name_of(n): float(sum(1 for p in by_node.get(name_of(n), []) if _same_group(pod, p, services)))
-                  for n in feasible}
-    taint_raw = {name_of(n): float(len(untolerated(pod, n, ("PreferNoSchedule",)))) for n in feasible}
-    aff_raw = {name_of(n): float(preferred_affinity(pod, n)) for n in feasible}
-    spread, taints, aff = _normalize(spread_raw, True), _normalize(taint_raw, True), _normalize(aff_raw, False)
+def _score(w: _Wanted, feasible: list[NodeInfo], weights: dict[str, int]) -> dict[str, float]:
+    spread = _normalize({i.name: float(_same_group_count(w, i)) for i in feasible}, True)
+    taints = _normalize({i.name: float(sum(1 for t in i.soft_taints if not any(tolerates(x, t) for x in w.tolerations)))
+                         for i in feasible}, True)
+    aff = _normalize({i.name: float(preferred_affinity(w.pod, i.node) if w.preferred and i.node else 0)
+                      for i in feasible}, False)
+    wl, wb, ws = weights["LeastAllocated"], weights["BalancedAllocation"], weights["Spread"]
+    wt, wa = weights["TaintToleration"], weights["NodeAffinity"]
     out: dict[str, float] = {}
-    for n in feasible:
-        name = name_of(n)
-        np_ = by_node.get(name, [])
-        out[name] = (w["LeastAllocated"] * least_allocated(pod, n, np_)
-                     + w["BalancedAllocation"] * balanced_allocation(pod, n, np_)
-                     + w["Spread"] * spread[name] + w["TaintToleration"] * taints[name]
-                     + w["NodeAffinity"] * aff[name])
+    for i in feasible:
+        fc, fm = _fractions(w, i)
+        name = i.name
+        out[name] = (wl * ((1 - fc) + (1 - fm)) / 2 * 100 + wb * (1 - abs(fc - fm) / 2) * 100
+                     + ws * spread[name] + wt * taints[name] + wa * aff[name])
     return out
 
 
 # --- the decision ------------------------------------------------------------------------------------
-
-def pods_by_node(pods: Iterable[Obj]) -> dict[str, list[Obj]]:
-    out: dict[str, list[Obj]] = {}
-    for p in pods:
-        node = _spec(p).get("nodeName")
-        if node and _counts_on_node(p):
-            out.setdefault(str(node), []).append(p)
-    return out
-
 
 def failure_message(total: int, reasons: dict[str, list[str]]) -> str:
     counts = Counter(r for rs in reasons.values() for r in rs)
@@ -333,21 +424,31 @@ def failure_message(total: int, reasons: dict[str, list[str]]) -> str:
 
 def schedule(pod: Obj, nodes: list[Obj], pods: Iterable[Obj], services: Iterable[Obj] = (),
              weights: dict[str, int] | None = None) -> Result:
-    by_node = pods_by_node(pods)
-    svcs = list(services)
-    feasible: list[Obj] = []
+    return schedule_on(pod, list(node_infos(nodes, pods).values()), services, weights)
+
+
+def schedule_on(pod: Obj, infos: Iterable[NodeInfo], services: Iterable[Obj] = (),
+                weights: dict[str, int] | None = None) -> Result:
+    """`schedule` over NodeInfos a caller keeps current (the shell), without walking the placed pods."""
+    w = _wanted(pod, list(services))
+    feasible: list[NodeInfo] = []
     reasons: dict[str, list[str]] = {}
-    for node in sorted(nodes, key=name_of):
-        why = fit_reasons(pod, node, by_node.get(name_of(node), []))
+    total = 0
+    for info in infos:
+        if info.node is None:
+            continue
+        total += 1
+        why = _fit(w, info)
         if why:
-            reasons[name_of(node)] = why
+            reasons[info.name] = why
         else:
-            feasible.append(node)
+            feasible.append(info)
     if not feasible:
-        return Result(None, {}, reasons, failure_message(len(nodes), reasons))
-    scores = score(pod, feasible, by_node, svcs, weights)
+        return Result(None, {}, reasons, failure_message(total, reasons))
+    scores = _score(w, feasible, weights or WEIGHTS)
+    top = max(round(s, 6) for s in scores.values())
     salt = uid_of(pod) or f"{namespace_of(pod)}/{name_of(pod)}"
-    best = max(scores, key=lambda n: (round(scores[n], 6), fnv32a(f"{salt}/{n}".encode())))
+    best = max((n for n, s in scores.items() if round(s, 6) == top), key=lambda n: fnv32a(f"{salt}/{n}".encode()))
     return Result(best, scores, reasons, "")
 
 

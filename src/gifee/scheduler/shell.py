@@ -29,7 +29,7 @@ log = logging.getLogger("gifee.scheduler")
 
 class Scheduler:
     def __init__(self, api: ApiClient, *, scheduler_name: str = core.DEFAULT_SCHEDULER, resync: float = 30.0,
-                 assume_ttl: float = 30.0) -> None:
+                 assume_ttl: float = 30.0, binders: int = 32) -> None:
         self.api, self.name, self.assume_ttl = api, scheduler_name, assume_ttl
         self.pods = Informer(api, "pods", resync=resync)
         self.nodes = Informer(api, "nodes", resync=resync)
@@ -37,20 +37,53 @@ class Scheduler:
         self.queue = WorkQueue(base_delay=0.5, max_delay=30.0)
         self.assumed: dict[str, tuple[Obj, float]] = {}
         self.unschedulable: set[str] = set()
+        self.infos: dict[str, core.NodeInfo] = {}  # node name -> the node and the pods placed on it
+        self._placed: dict[str, str] = {}  # pod key -> the node its NodeInfo counts it on
+        self._binds: set[asyncio.Task[None]] = set()
+        self._bind_slots = asyncio.Semaphore(binders)
         self.pods.on_event(self._on_pod)
-        self.nodes.on_event(lambda t, o, old: self._retry_unschedulable())
+        self.nodes.on_event(self._on_node)
         self.bound = 0
+
+    # -- the NodeInfos, kept current from the informers and the assumptions
+
+    def _account(self, key: str, pod: Obj | None) -> None:
+        node = str((pod.get("spec") or {}).get("nodeName") or "") if pod is not None else ""
+        if pod is not None and (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            node = ""
+        old = self._placed.pop(key, None)
+        if old is not None:
+            info = self.infos.get(old)
+            if info is not None:
+                info.remove(key)
+        if node and pod is not None:
+            self.infos.setdefault(node, core.NodeInfo()).add(key, core.pod_facts(pod))
+            self._placed[key] = node
+
+    def _on_node(self, typ: str, node: Obj, old: Obj | None) -> None:
+        name = key_of(node)
+        if typ == "DELETED":
+            info = self.infos.get(name)
+            if info is not None:
+                info.set_node(None)
+        else:
+            self.infos.setdefault(name, core.NodeInfo()).set_node(node)
+        self._retry_unschedulable()
 
     def _on_pod(self, typ: str, pod: Obj, old: Obj | None) -> None:
         key = key_of(pod)
         if typ == "DELETED":
             self.assumed.pop(key, None)
+            self._account(key, None)
             self._retry_unschedulable()
             return
         if (pod.get("spec") or {}).get("nodeName"):
             self.assumed.pop(key, None)
             self.unschedulable.discard(key)
+            self._account(key, pod)
             return
+        if key not in self.assumed:  # an assumed pod stays counted on its node until the binding shows
+            self._account(key, pod)
         if core.wants_scheduling(pod, self.name):
             self.queue.add(key)
 
@@ -58,19 +91,29 @@ class Scheduler:
         for key in list(self.unschedulable):
             self.queue.add(key)
 
-    def placed_pods(self) -> list[Obj]:
+    def _forget(self, key: str) -> None:
+        """Drop an assumption (expired, or the binding failed): count the pod as the cache has it."""
+        if self.assumed.pop(key, None) is not None:
+            self._account(key, self.pods.get(key))
+
+    def _expire_assumed(self) -> None:
         now = time.monotonic()
         for k, (_, t) in list(self.assumed.items()):
             if now - t > self.assume_ttl:
-                self.assumed.pop(k)
-        seen = {k for k, p in self.pods.cache.items() if (p.get("spec") or {}).get("nodeName")}
-        return list(self.pods.cache.values()) + [p for k, (p, _) in self.assumed.items() if k not in seen]
+                self._forget(k)
+
+    def placed_pods(self) -> list[Obj]:
+        """Every pod counted on a node (bound, or assumed while its binding is on the way)."""
+        return [f.pod for info in self.infos.values() for f in info.pods.values()]
+
+    # -- decisions and bindings
 
     async def schedule_one(self, key: str) -> float | None:
         pod = self.pods.get(key)
         if pod is None or key in self.assumed or not core.wants_scheduling(pod, self.name):
             return None
-        result = core.schedule(pod, self.nodes.list(), self.placed_pods(), self.services.list())
+        self._expire_assumed()
+        result = core.schedule_on(pod, self.infos.values(), self.services.list())
         if result.node is None:
             self.unschedulable.add(key)
             log.info("%s: %s", key, result.message)
@@ -81,19 +124,36 @@ class Scheduler:
                 except ApiError as e:
                     log.info("%s: status: %s", key, e)
             raise _Unschedulable(result.message)
-        try:
-            await apply_action(self.api, core.bind_action(pod, result.node))
-        except ApiError as e:
-            if e.code in (404, 409):
-                return None
-            raise
         self.unschedulable.discard(key)
         assumed = copy.deepcopy(pod)
         assumed["spec"]["nodeName"] = result.node
         self.assumed[key] = (assumed, time.monotonic())
-        self.bound += 1
-        log.info("bound %s to %s", key, result.node)
+        self._account(key, assumed)
+        # the binding goes out while the next pods are decided (they count this one as placed)
+        await self._bind_slots.acquire()
+        task = asyncio.create_task(self._bind(key, pod, result.node))
+        self._binds.add(task)
+        task.add_done_callback(self._binds.discard)
         return None
+
+    async def _bind(self, key: str, pod: Obj, node: str) -> None:
+        try:
+            await apply_action(self.api, core.bind_action(pod, node))
+        except ApiError as e:
+            self._forget(key)
+            if e.code not in (404, 409):  # 409: bound by someone else; 404: gone
+                log.info("bind %s: %s %s (requeued)", key, e.code, e)
+                self.queue.rate_limited(key)
+            return
+        except Exception as e:  # noqa: BLE001 - the API server went away: try again later
+            self._forget(key)
+            log.info("bind %s: %s (requeued)", key, e)
+            self.queue.rate_limited(key)
+            return
+        finally:
+            self._bind_slots.release()
+        self.bound += 1
+        log.info("bound %s to %s", key, node)
 
     async def run(self) -> None:
         tasks = [asyncio.create_task(i.run()) for i in (self.pods, self.nodes, self.services)]
@@ -102,9 +162,9 @@ class Scheduler:
             tasks.append(asyncio.create_task(run_worker("scheduler", self.queue, self.schedule_one)))
             await asyncio.gather(*tasks)
         finally:
-            for t in tasks:
+            for t in tasks + list(self._binds):
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._binds, return_exceptions=True)
 
 
 class _Unschedulable(Exception):
