@@ -227,7 +227,8 @@ def test_host_network_and_capabilities(node: Node) -> None:
     node.create_pod("caps", [
         {"name": "none", "command": ["sh", "-c", caps], "securityContext": {"capabilities": {"drop": ["ALL"]}}},
         {"name": "admin", "command": ["sh", "-c", caps],
-         "securityContext": {"capabilities": {"add": ["NET_ADMIN"], "drop": ["CHOWN"]}}}])
+         "securityContext": {"capabilities": {"add": ["NET_ADMIN"], "drop": ["CHOWN"]}}},
+        {"name": "user", "command": ["sleep", "3600"], "securityContext": {"runAsUser": 1000}}])
     node.wait_phase("caps", "Running")
 
     def eff(container: str) -> int:
@@ -236,6 +237,13 @@ def test_host_network_and_capabilities(node: Node) -> None:
     assert eff("none") == 0
     admin = eff("admin")
     assert admin & (1 << 12) and not admin & 1 and admin & (1 << 5)  # NET_ADMIN added, CHOWN dropped, KILL kept
+    # exec runs as the container does: its capabilities, no_new_privs, its user, its PID namespace
+    out = node.kubectl(KUBECTL_132, "exec", "caps", "-c", "none", "--", "grep", "-E", "CapEff|NoNewPrivs",
+                       "/proc/self/status").stdout.split()
+    assert int(out[1], 16) == 0 and out[3] == "1"
+    assert node.kubectl(KUBECTL_132, "exec", "caps", "-c", "user", "--", "id", "-u").stdout == "1000\n"
+    assert node.kubectl(KUBECTL_132, "exec", "caps", "-c", "user", "--", "cat", "/proc/1/cmdline").stdout == \
+        "sleep\x003600\x00"
     node.api("DELETE", "/api/v1/namespaces/default/pods/hostnet", {"gracePeriodSeconds": 1})
     node.wait("hostnet gone", lambda: not node.pod("hostnet"), timeout=20)
 

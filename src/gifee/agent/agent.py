@@ -27,14 +27,14 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from gifee.agent import core, specs
+from gifee.agent import core, enter, specs
 from gifee.agent.core import Action, ContainerRecord, Observed, PodRecord, ProbeState, ProbeView
+from gifee.agent.enter import Entered
 from gifee.agent.runtime import (
     ImageError,
     LaunchQueue,
     Runtime,
     StateFile,
-    enter_argv,
     prepare_volumes,
     remove_pod_dir,
 )
@@ -718,74 +718,21 @@ class Agent:
                 proc.kill()
             raise
 
-    async def spawn_in(self, uuid: str, command: list[str], *, stdin: bool,
-                       capture: bool = False) -> asyncio.subprocess.Process:
+    async def spawn_in(self, uuid: str, command: list[str], *, stdin: bool, capture: bool = False) -> Entered:
+        """A command in a running container (enter.py), with pipes as asked."""
         found = self.runtime.spec_of(uuid)
         if found is None:
             raise OSError(f"container {uuid} is not running")
         spec, pid = found
-        from gifee.runtime.cgroups import PodCgroup
+        return await enter.spawn(uuid, pid, spec, command, stdin=stdin, capture=capture)
 
-        def into_cgroup() -> None:
-            with contextlib.suppress(OSError):
-                PodCgroup(uuid).add_process(os.getpid())
-
-        pipe = asyncio.subprocess.PIPE
-        null = asyncio.subprocess.DEVNULL
-        return await asyncio.create_subprocess_exec(
-            *enter_argv(spec, pid, command), stdin=pipe if stdin else null, stdout=pipe if capture else null,
-            stderr=pipe if capture else null, env=dict(spec.env), preexec_fn=into_cgroup)
-
-    async def spawn_tty(self, uuid: str, command: list[str]) -> tuple[asyncio.subprocess.Process, int]:
-        """Run a command in a running container on a new terminal; (process, the terminal's master)."""
-        import fcntl
-        import termios
-
+    async def spawn_tty(self, uuid: str, command: list[str]) -> tuple[Entered, int]:
+        """A command in a running container on a new terminal; (process, the terminal's master)."""
         found = self.runtime.spec_of(uuid)
         if found is None:
             raise OSError(f"container {uuid} is not running")
         spec, pid = found
-        from gifee.runtime.cgroups import PodCgroup
-
-        master, slave = container_pty(pid)
-
-        def session() -> None:
-            os.setsid()
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-            with contextlib.suppress(OSError):
-                PodCgroup(uuid).add_process(os.getpid())
-
-        env = {**dict(spec.env), "TERM": "xterm"}
-        try:
-            proc = await asyncio.create_subprocess_exec(*enter_argv(spec, pid, command), stdin=slave, stdout=slave,
-                                                        stderr=slave, env=env, preexec_fn=session)
-        except BaseException:
-            os.close(master)
-            raise
-        finally:
-            os.close(slave)
-        return proc, master
-
-
-def container_pty(pid: int) -> tuple[int, int]:
-    """A terminal from the container's own devpts (so that its name resolves inside the
-    container), or from the host's when the container has none."""
-    import fcntl
-    import struct
-
-    tiocsptlck, tiocgptn = 0x40045431, 0x80045430
-    try:
-        master = os.open(f"/proc/{pid}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
-        return os.openpty()
-    try:
-        fcntl.ioctl(master, tiocsptlck, struct.pack("i", 0))
-        number = struct.unpack("I", fcntl.ioctl(master, tiocgptn, struct.pack("I", 0)))[0]
-        slave = os.open(f"/proc/{pid}/root/dev/pts/{number}", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
-        os.close(master)
-        return os.openpty()
-    return master, slave
+        return enter.spawn_tty(uuid, pid, spec, command)
 
 
 def default_node_ip() -> str:

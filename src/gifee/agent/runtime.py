@@ -262,16 +262,6 @@ class Runtime:
         return pod is not None and pod.state == "running"
 
 
-def enter_argv(spec: PodSpec, pid: int, command: Sequence[str]) -> list[str]:
-    """nsenter into a running container (its namespaces, root and working directory;
-    nsenter forks so that the command is inside the PID namespace) as its user."""
-    argv = ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w"]
-    uid, _, gid = spec.user.partition(":")
-    if uid.isdigit() and uid != "0":
-        argv += ["-S", uid, "-G", gid if gid.isdigit() else uid]
-    return [*argv, "--", *command]
-
-
 def prepare_volumes(volumes: Sequence[VolumeSetup]) -> None:
     for v in volumes:
         if v.kind == "hostPath":
