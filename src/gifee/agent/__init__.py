@@ -28,6 +28,8 @@ Modules:
               launch thread, observe DIR/pods, stop/remove, images, state file).
 - agent.py    the asyncio shell: node, lease, watch, reconcile loop, probes,
               status writes, events, volume refresh, recovery.
+- enter.py    commands in running containers (exec, exec probes, preStop) as
+              `gifee enter` runs them, with pipes or a terminal.
 - server.py   HTTP: /containerLogs, /exec (WebSocket v5/v4.channel.k8s.io), /pods.
 
 State: DIR/agent/state.json (pod uid -> sandbox and container attempts, restart
