@@ -474,8 +474,9 @@ def pod_status(pod: Obj, rec: PodRecord | None, observed: Mapping[str, Observed]
         phase = "Pending"
     else:
         phase = pod_phase(decisions, rec, observed)
-    all_ready = bool(statuses) and all(s["ready"] for s in statuses) and phase not in ("Succeeded", "Failed")
     initialized = stage == "done"
+    all_ready = (bool(statuses) and all(s["ready"] for s in statuses) and phase not in ("Succeeded", "Failed")
+                 and initialized)
     conds = [("PodScheduled", True, ""), ("Initialized", initialized, "" if initialized else "ContainersNotInitialized"),
              ("ContainersReady", all_ready, "" if all_ready else "ContainersNotReady"),
              ("Ready", all_ready, "" if all_ready else "ContainersNotReady")]
