@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import ssl
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,8 @@ from gifee.store.client import StoreClient
 log = logging.getLogger("gifee.api")
 MAX_BODY = 3 * 1024 * 1024
 DEFAULT_WATCH_TIMEOUT = 1800
+WATCH_BATCH = 512  # events per write to one watcher
+LINE_CACHE = 4096  # encoded watch events kept for the other watchers of the same event
 
 
 @dataclass
@@ -79,6 +82,20 @@ class ApiServer:
             config.extra.get("service_node_port_range", ipalloc.DEFAULT_PORTS))
         self.caches: dict[str, ResourceWatchCache] = {}
         self._watch_tasks: set[asyncio.Task[Any]] = set()
+        # recent watch events as sent (JSON lines): every watcher of a resource is sent the same
+        # object, encoded once; keyed by the object's identity, which the entry keeps alive
+        self._lines: OrderedDict[tuple[str, int], tuple[dict[str, Any], bytes]] = OrderedDict()
+
+    def _event_line(self, kind: str, obj: dict[str, Any]) -> bytes:
+        key = (kind, id(obj))
+        hit = self._lines.get(key)
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        data = json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+        self._lines[key] = (obj, data)
+        if len(self._lines) > LINE_CACHE:
+            self._lines.popitem(last=False)
+        return data
 
     async def start(self) -> None:
         revision = await self.storage.revision()
@@ -289,14 +306,15 @@ class ApiServer:
                                                "Cache-Control": "no-cache, private"})
         response.enable_chunked_encoding()
         await response.prepare(request)
-        first = [True]
-
-        async def send(kind: str, obj: dict[str, Any]) -> None:
+        def line(kind: str, obj: dict[str, Any]) -> bytes:
             if out.table and kind in ("ADDED", "MODIFIED", "DELETED"):
                 obj = tables.to_table(res.kind, [obj], now=now(), include_object=out.include_object,
                                       headers=True)
-            first[0] = False
-            await response.write(json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n")
+                return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+            return self._event_line(kind, obj)
+
+        async def send(kind: str, obj: dict[str, Any]) -> None:
+            await response.write(line(kind, obj))
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -323,7 +341,10 @@ class ApiServer:
                 if opts.allow_bookmarks:
                     wait = min(wait, max(0.0, next_bookmark - now_t))
                 try:
-                    kind, obj = await asyncio.wait_for(sub.queue.get(), timeout=wait)
+                    if sub.queue.empty():
+                        kind, obj = await asyncio.wait_for(sub.queue.get(), timeout=wait)
+                    else:
+                        kind, obj = sub.queue.get_nowait()
                 except TimeoutError:
                     if opts.allow_bookmarks and loop.time() >= next_bookmark:
                         await send("BOOKMARK", {"kind": res.kind, "apiVersion": res.api_version,
@@ -332,7 +353,18 @@ class ApiServer:
                     continue
                 if (kind, obj) == CLOSED:
                     break
-                await send(kind, obj)
+                # what is queued already goes out in the same write (one chunk, one syscall)
+                lines = [line(kind, obj)]
+                closed = False
+                while not sub.queue.empty() and len(lines) < WATCH_BATCH:
+                    kind, obj = sub.queue.get_nowait()
+                    if (kind, obj) == CLOSED:
+                        closed = True
+                        break
+                    lines.append(line(kind, obj))
+                await response.write(b"".join(lines))
+                if closed:
+                    break
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
