@@ -261,6 +261,23 @@ def test_missing_config_map_waits_then_starts(node: Node) -> None:
     node.wait("content", lambda: logs(node, "needs-cm", "c") == "arrived")
 
 
+def test_image_change_restarts_the_container(node: Node) -> None:
+    from gifee.image.store import ImageStore
+    from tests.image.images import busybox_image
+
+    busybox_image(ImageStore(node.data_dir / "images"), "example.com/busybox:2")
+    node.create_pod("upgrade", [{"name": "c", "command": ["sleep", "3600"]}], terminationGracePeriodSeconds=1)
+    before = cstatus(node.wait_phase("upgrade", "Running"), "c")
+    node.api("PATCH", "/api/v1/namespaces/default/pods/upgrade",
+             {"spec": {"containers": [{"name": "c", "image": "example.com/busybox:2"}]}},
+             "application/strategic-merge-patch+json")
+    after = node.wait("restart", lambda: (c := cstatus(node.pod("upgrade"), "c"))["restartCount"] == 1
+                      and "running" in c["state"] and c)
+    assert after["containerID"] != before["containerID"] and after["image"] == "example.com/busybox:2"
+    uuid = after["containerID"].removeprefix("gifee://")
+    assert next(p for p in node.runtime_pods() if p["uuid"] == uuid)["image"] == "example.com/busybox:2"
+
+
 def test_image_errors_reported(node: Node) -> None:
     node.create_pod("noimage", [{"name": "c", "image": "example.com/absent:1", "imagePullPolicy": "Never"}])
     node.wait("ErrImageNeverPull", lambda: cstatus(node.pod("noimage"), "c")["state"]["waiting"]["reason"]

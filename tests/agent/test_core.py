@@ -220,3 +220,14 @@ def test_capabilities_and_host_network() -> None:
     status = core.pod_status(p, rec("a"), {"sb": Observed("sb", True), "a": Observed("a", True)}, 1, CFG,
                              host_ip="192.0.2.1")
     assert status["podIP"] == "192.0.2.1"
+
+
+def test_changed_image_restarts_a_running_container() -> None:
+    r = rec("a")
+    r.containers["c0"].image = "x:0"
+    running = {"sb": SANDBOX, "a": Observed("a", True, started=1)}
+    assert core.plan_pod(pod(), r, running, 5, CFG) == [
+        Action("kill", "u1", "c0", grace=30.0, reason="definition changed")]
+    assert core.plan_pod(pod("Never"), r, running, 5, CFG) == []
+    r.containers["c0"].image = "x:1"
+    assert core.plan_pod(pod(), r, running, 5, CFG) == []

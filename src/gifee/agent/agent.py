@@ -486,6 +486,7 @@ class Agent:
             crec.previous = old
         crec.uuid = uuid
         crec.final = None
+        crec.image = str(container.get("image", ""))
         crec.image_id = image.manifest_digest
         crec.error = crec.error_reason = ""
         self.save()

@@ -25,6 +25,8 @@ Rules (the kubelet's, for one node):
   applies); readiness needs successThreshold successes in a row and is lost after
   failureThreshold failures; without a readiness probe a running, started
   container is ready.
+- A running container whose image was changed in the pod (the one mutable field of
+  a container) is stopped and restarted from the new image, unless the policy is Never.
 - Pod phase: Pending until every container has started once, Succeeded/Failed as
   above, else Running. Conditions PodScheduled, Initialized, ContainersReady and
   Ready; a condition keeps its lastTransitionTime while its status stays.
@@ -78,6 +80,7 @@ class ContainerRecord:
     error: str = ""                  # why it cannot start (e.g. ErrImagePull: ...)
     error_reason: str = ""
     final: Obj | None = None         # how the current attempt ended (final_of), once it has
+    image: str = ""                  # the image reference the current attempt was started from
 
     def to_json(self) -> Obj:
         return dataclasses.asdict(self)
@@ -370,9 +373,12 @@ def plan_pod(pod: Obj | None, rec: PodRecord | None, observed: Mapping[str, Obse
         decision, _ = container_decision(policy, crec, attempt(crec, observed), now, cfg)
         if decision == "start":
             actions.append(Action("start", rec.uid, name))
-        elif decision == "run" and (view := views.get(name)) is not None and view.kill:
-            actions.append(Action("kill", rec.uid, name, grace=float(
-                (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)), reason=view.kill))
+        elif decision == "run":
+            grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+            if (view := views.get(name)) is not None and view.kill:
+                actions.append(Action("kill", rec.uid, name, grace=grace, reason=view.kill))
+            elif crec.image and crec.image != c.get("image") and policy != "Never":
+                actions.append(Action("kill", rec.uid, name, grace=grace, reason="definition changed"))
     return actions
 
 
