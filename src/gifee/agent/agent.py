@@ -198,7 +198,8 @@ class Agent:
                   "kubernetes.io/arch": "amd64", **self.opts.labels}
         body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.opts.node_name, "labels": labels},
                 "spec": {}, "status": self.node_status()}
-        for attempt in range(60):
+        delay = 0.5
+        while True:  # as the kubelet: keep trying until the API server answers
             try:
                 try:
                     node = await self.api.create("nodes", body)
@@ -211,10 +212,9 @@ class Agent:
                 self.apply_pod_cidr(node)
                 return
             except (ApiError, aiohttp.ClientError, OSError) as e:
-                if attempt == 59:
-                    raise
                 log.warning("registering node %s: %s", self.opts.node_name, e)
-                await asyncio.sleep(1)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 7.0)
 
     def apply_pod_cidr(self, node: Obj) -> None:
         """spec.podCIDR (from the control plane's node IPAM) becomes this node's pod subnet,
