@@ -56,6 +56,10 @@ def _controller_uid(pod: Obj) -> list[str]:
     return [str(ref.get("uid"))] if ref is not None and ref.get("uid") else []
 
 
+def _uid(obj: Obj) -> list[str]:
+    return [uid_of(obj)] if uid_of(obj) else []
+
+
 def _orphan_namespace(pod: Obj) -> list[str]:
     return [namespace_of(pod)] if controller_ref(pod) is None else []
 
@@ -85,6 +89,8 @@ class ControllerManager:
         pods.add_index("namespace", by_namespace)
         pods.add_index("controller", _controller_uid)
         pods.add_index("orphan", _orphan_namespace)
+        for plural in GC_RESOURCES:
+            self.inf[plural].add_index("uid", _uid)
         self._wire()
 
     # --- routing ---------------------------------------------------------------------------------
@@ -147,8 +153,22 @@ class ControllerManager:
         if is_deleting(ns):
             self._add("namespace", key_of(ns))
 
+    def _gc_relevant(self, typ: str, obj: Obj, old: Obj | None) -> bool:
+        """Whether a GC pass may have something to do after this event: a deletion, an object
+        being deleted, a resync, or owner references that changed and name an owner not cached
+        (a pod's status update, or a new pod of a cached RC, changes nothing for the GC)."""
+        if typ in ("DELETED", "RESYNC") or is_deleting(obj):
+            return True
+        refs = owner_refs(obj)
+        if not refs or (old is not None and typ == "MODIFIED" and owner_refs(old) == refs):
+            return False
+        return any(not self._uid_cached(str(r.get("uid") or "")) for r in refs)
+
+    def _uid_cached(self, uid: str) -> bool:
+        return any(self.inf[plural].by_index("uid", uid) for plural in GC_RESOURCES)
+
     def _on_any(self, typ: str, obj: Obj, old: Obj | None) -> None:
-        if typ == "DELETED" or owner_refs(obj) or is_deleting(obj) or typ == "RESYNC":
+        if self._gc_relevant(typ, obj, old):
             q = self.queues.get("garbagecollector")
             if q is not None:  # debounced: a pass looks at every object, one per event would be quadratic
                 q.add_after("all", GC_DEBOUNCE)
