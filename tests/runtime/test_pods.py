@@ -386,3 +386,47 @@ def test_a_pod_joins_another_pods_network(gifee: Gifee) -> None:
         gifee.run("stop", "--force", server, sandbox)
     refused = gifee.pod("--net=pod:00000000", "--", "/bin/true")
     assert refused.returncode != 0 and "no pod matches" in refused.stderr
+
+
+def test_dns_hosts_entries_and_cpu_request(gifee: Gifee) -> None:
+    result = gifee.pod("--dns=10.96.0.10", "--dns-search=default.svc.cluster.local", "--dns-search=cluster.local",
+                       "--dns-opt=ndots:5", "--hosts-entry=10.1.2.3=db,db.local", "--cpu-request=250m",
+                       "--", "/bin/sh", "-c", "cat /etc/resolv.conf; grep db /etc/hosts; "
+                       "cat /sys/fs/cgroup/cpu/cpu.shares 2>/dev/null || true")
+    assert result.returncode == 0, result.stderr
+    assert "nameserver 10.96.0.10\nsearch default.svc.cluster.local cluster.local\noptions ndots:5\n" in result.stdout
+    assert "10.1.2.3\tdb db.local" in result.stdout
+    uuid = _last_pod(gifee)
+    cgroup = PodCgroup(uuid)
+    if cgroup.version == 1 and (cgroup.dirs["cpu"] / "cpu.shares").exists():
+        assert (cgroup.dirs["cpu"] / "cpu.shares").read_text().strip() == "256"
+
+
+def test_concurrent_launches_from_threads(gifee: Gifee) -> None:
+    """Launches from several threads of one process (as an agent does) do not hold each
+    other's pipes: every one starts and reports back promptly."""
+    import concurrent.futures
+
+    from gifee.image.store import ImageStore
+    from gifee.runtime.launch import Launcher
+    from gifee.runtime.spec import make_spec
+
+    store = ImageStore(gifee.dir / "images")
+    image = store.resolve("example.com/busybox:latest")
+    layers = store.layer_dirs(image)
+    launcher = Launcher(gifee.dir)
+
+    def launch(i: int) -> str:
+        spec = make_spec(image_name=image.name, image_digest=image.manifest_digest, image_config=image.config,
+                         hostname=f"t{i}", args=["/bin/sleep", "30"], net="none")
+        pod, _ = launcher.launch(spec, layers, detach=True)
+        return pod.uuid
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        uuids = list(pool.map(launch, range(8)))
+    assert time.monotonic() - started < 20
+    try:
+        assert all(gifee.status(u)["state"] == "running" for u in uuids)
+    finally:
+        gifee.run("stop", "--force", *uuids)

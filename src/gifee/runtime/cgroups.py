@@ -38,6 +38,8 @@ def limit_files(limits: Limits, version: int) -> list[tuple[str, str, str]]:
         if limits.cpu_millis is not None:
             files.append(("cpu", "cpu.cfs_period_us", str(CFS_PERIOD_US)))
             files.append(("cpu", "cpu.cfs_quota_us", str(limits.cpu_millis * CFS_PERIOD_US // 1000)))
+        if limits.cpu_request_millis is not None:
+            files.append(("cpu", "cpu.shares", str(cpu_shares(limits.cpu_request_millis))))
         if limits.memory_bytes is not None:
             files.append(("memory", "memory.limit_in_bytes", str(limits.memory_bytes)))
             # Without this the pod would swap instead of being held to its limit.
@@ -47,12 +49,24 @@ def limit_files(limits: Limits, version: int) -> list[tuple[str, str, str]]:
     else:
         if limits.cpu_millis is not None:
             files.append(("", "cpu.max", f"{limits.cpu_millis * CFS_PERIOD_US // 1000} {CFS_PERIOD_US}"))
+        if limits.cpu_request_millis is not None:
+            files.append(("", "cpu.weight", str(cpu_weight(cpu_shares(limits.cpu_request_millis)))))
         if limits.memory_bytes is not None:
             files.append(("", "memory.max", str(limits.memory_bytes)))
             files.append(("", "memory.swap.max", "0"))
         if limits.pids is not None:
             files.append(("", "pids.max", str(limits.pids)))
     return files
+
+
+def cpu_shares(millis: int) -> int:
+    """cpu.shares for a CPU request, as the kubelet computes it (1024 per core, at least 2)."""
+    return max(2, millis * 1024 // 1000)
+
+
+def cpu_weight(shares: int) -> int:
+    """cgroup v2's cpu.weight (1..10000) for v1 shares (2..262144), the usual linear map."""
+    return 1 + ((shares - 2) * 9999) // 262142
 
 
 def parse_oom_kills(text: str) -> int:
@@ -105,7 +119,7 @@ class PodCgroup:
         for controller, path in self.dirs.items():
             # Under v1 each hierarchy costs a task migration (milliseconds, on the start
             # path of every pod): the cpu one only when there is a CPU limit to enforce.
-            if controller == "cpu" and limits.cpu_millis is None:
+            if controller == "cpu" and limits.cpu_millis is None and limits.cpu_request_millis is None:
                 continue
             path.mkdir(parents=True, exist_ok=True)
         for controller, name, value in limit_files(limits, self.version):

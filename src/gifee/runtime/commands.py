@@ -67,6 +67,7 @@ def add_parsers(sub: _SUB[argparse.ArgumentParser]) -> None:
 def run_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False, prog="gifee run")
     p.add_argument("--cpu", help="CPU limit, e.g. 750m or 1.5")
+    p.add_argument("--cpu-request", help="CPU weight as a request, e.g. 250m (cpu.shares; not a cap)")
     p.add_argument("--memory", help="memory limit, e.g. 128M or 1Gi")
     p.add_argument("--pids", type=int, help="limit on the number of processes")
     p.add_argument("--net", default="default",
@@ -76,6 +77,10 @@ def run_options() -> argparse.ArgumentParser:
     p.add_argument("--volume", action="append", default=[], help="HOST:POD[:ro] bind mount")
     p.add_argument("--env", "--set-env", action="append", default=[], help="NAME=VALUE")
     p.add_argument("--hostname", help="the pod's host name (default: gifee-<uuid prefix>)")
+    p.add_argument("--dns", action="append", default=[], help="name server for the pod's resolv.conf (repeatable)")
+    p.add_argument("--dns-search", action="append", default=[], help="search domain for resolv.conf (repeatable)")
+    p.add_argument("--dns-opt", action="append", default=[], help="resolv.conf option, e.g. ndots:5 (repeatable)")
+    p.add_argument("--hosts-entry", action="append", default=[], help="ADDRESS=NAME[,NAME...] line for /etc/hosts")
     p.add_argument("--readonly-root", action="store_true", help="mount the pod's root read-only")
     p.add_argument("--interactive", action="store_true", help="attach the terminal to the pod's stdin/stdout")
     p.add_argument("--private-users", action="store_true",
@@ -149,7 +154,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             image_name=image.name, image_digest=image.manifest_digest, image_config=image.config,
             hostname=hostname, args=extra, env=args.env, cpu=args.cpu, memory=args.memory, pids=args.pids,
             net=args.net, ports=args.port, volumes=args.volume, readonly_root=args.readonly_root,
-            interactive=args.interactive, private_users=args.private_users,
+            interactive=args.interactive, private_users=args.private_users, cpu_request=args.cpu_request,
+            dns=args.dns, dns_search=args.dns_search, dns_opt=args.dns_opt, hosts_entries=args.hosts_entry,
         )
 
         def started(pod: Any) -> None:

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gifee.runtime import linux
+from gifee.runtime import linux, stage2  # stage2 loaded before any fork: a forked child must not import
 from gifee.runtime.cgroups import PodCgroup
 from gifee.runtime.pods import Pod, Pods
 from gifee.runtime.shimbin import shim_binary
@@ -150,9 +150,11 @@ class Launcher:
             except Exception as e:
                 # The first process may have failed first, taking its namespace with it:
                 # its own error says more than the network's.
+                fds.remove(go_w)
                 _close(go_w)
                 raise LaunchError(_read_all(err_r).decode(errors="replace").strip() or str(e)) from None
             os.write(go_w, (pod_ip or record.get("joined_ip") or "-").encode())
+            fds.remove(go_w)  # closed exactly once: another thread may get the number next
             _close(go_w)
             error = _read_all(err_r).decode(errors="replace")
             if error:
@@ -223,7 +225,10 @@ class Launcher:
         the PID, network and mount namespaces belong to the user namespace) and becomes
         a relaying shim; the child itself stays host root to write the pod directory."""
         try:
-            _close(pid_r, go_w, err_r)
+            # Launches from several threads of one process (an agent) must not hold each
+            # other's pipes: keep only this pod's descriptors.
+            keep = {0, 1, 2, lock_fd, pid_w, go_r, err_w, out_r, errout_r, log_fd, userns_fd, *stdio, *join_fds}
+            _close_all_but(keep)
             if detach:
                 os.setsid()
                 # Before any fork: nothing left beside a detached pod may hold the
@@ -244,8 +249,6 @@ class Launcher:
                 # Python installation (e.g. under /root).
                 import socket  # noqa: F401
                 import traceback  # noqa: F401
-
-                from gifee.runtime import stage2  # noqa: F401
 
                 linux.unshare(linux.CLONE_NEWNS)
                 linux.mount("", "/", None, linux.MS_REC | linux.MS_PRIVATE)
@@ -283,8 +286,6 @@ class Launcher:
         linux.unshare(namespace_flags(spec))
         first = os.fork()
         if first == 0:
-            from gifee.runtime import stage2
-
             _close(pid_w, *close_in_first)
             os.set_blocking(err_w, True)
             fcntl_cloexec(err_w)
@@ -335,6 +336,14 @@ class Launcher:
         with contextlib.suppress(Exception):
             cgroup.kill_all()
         cleanup_pod(self, pod, cgroup)
+
+
+def _close_all_but(keep: set[int]) -> None:
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def fcntl_cloexec(fd: int) -> None:

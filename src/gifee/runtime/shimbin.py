@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,7 +23,7 @@ def shim_binary(lib_dir: Path) -> Path:
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise RuntimeError("building gifee-shim needs a C compiler (apt-get install gcc)")
-    tmp = lib_dir / f".gifee-shim-{digest}.{os.getpid()}"
+    tmp = lib_dir / f".gifee-shim-{digest}.{os.getpid()}.{secrets.token_hex(4)}"  # unique: threads build at once
     for static in (["-static"], []):  # static when libc.a is there: smaller resident size
         result = subprocess.run([compiler, "-O2", "-s", *static, "-o", str(tmp), str(SOURCE)],
                                 capture_output=True, text=True)

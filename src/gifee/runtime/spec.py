@@ -145,6 +145,14 @@ def parse_volume(text: str) -> Volume:
     return Volume(host, pod.rstrip("/") or "/", mode == "ro")
 
 
+def parse_hosts_entry(text: str) -> tuple[str, str]:
+    """`ADDRESS=NAME[,NAME...]` (rkt's --hosts-entry) -> one /etc/hosts line's parts."""
+    address, sep, names = text.partition("=")
+    if not sep or not address or not names or any(c.isspace() for c in text):
+        raise SpecError(f"--hosts-entry={text}: expected ADDRESS=NAME[,NAME...]")
+    return address, " ".join(n for n in names.split(",") if n)
+
+
 def parse_env(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name or "\0" in text:
@@ -157,6 +165,23 @@ class Limits:
     cpu_millis: int | None = None
     memory_bytes: int | None = None
     pids: int | None = None
+    cpu_request_millis: int | None = None  # a relative weight (cpu.shares / cpu.weight), not a cap
+
+
+@dataclasses.dataclass(frozen=True)
+class Dns:
+    """What the pod's /etc/resolv.conf says instead of the host's (rkt's --dns flags)."""
+    servers: tuple[str, ...] = ()
+    search: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+
+    def resolv_conf(self) -> str:
+        lines = [f"nameserver {s}" for s in self.servers]
+        if self.search:
+            lines.append("search " + " ".join(self.search))
+        if self.options:
+            lines.append("options " + " ".join(self.options))
+        return "\n".join(lines) + "\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +201,8 @@ class PodSpec:
     interactive: bool = False
     capabilities: frozenset[int] = DEFAULT_CAPABILITIES
     private_users: bool = False
+    dns: Dns | None = None  # None: the host's resolv.conf
+    hosts_entries: tuple[tuple[str, str], ...] = ()  # (address, names) lines added to /etc/hosts
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -200,6 +227,8 @@ class PodSpec:
             interactive=data["interactive"],
             capabilities=frozenset(data["capabilities"]),
             private_users=bool(data.get("private_users", False)),
+            dns=Dns(**{k: tuple(v) for k, v in data["dns"].items()}) if data.get("dns") else None,
+            hosts_entries=tuple((a, n) for a, n in data.get("hosts_entries", ())),
         )
 
 
@@ -220,6 +249,11 @@ def make_spec(
     readonly_root: bool = False,
     interactive: bool = False,
     private_users: bool = False,
+    cpu_request: str | None = None,
+    dns: Sequence[str] = (),
+    dns_search: Sequence[str] = (),
+    dns_opt: Sequence[str] = (),
+    hosts_entries: Sequence[str] = (),
 ) -> PodSpec:
     """The pod that `gifee run` options ask for, over an image's OCI config."""
     config = image_config.get("config") or {}
@@ -260,8 +294,11 @@ def make_spec(
             cpu_millis=parse_cpu(cpu) if cpu else None,
             memory_bytes=parse_memory(memory) if memory else None,
             pids=pids,
+            cpu_request_millis=parse_cpu(cpu_request) if cpu_request else None,
         ),
         readonly_root=readonly_root,
         interactive=interactive,
         private_users=private_users,
+        dns=Dns(tuple(dns), tuple(dns_search), tuple(dns_opt)) if dns or dns_search or dns_opt else None,
+        hosts_entries=tuple(parse_hosts_entry(h) for h in hosts_entries),
     )

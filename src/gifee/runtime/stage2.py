@@ -105,10 +105,17 @@ def _write_etc(rootfs: Path, spec: PodSpec, pod_ip: str | None) -> None:
         hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else hosts
     else:
         hosts += f"127.0.1.1\t{spec.hostname}\n"
+    for address, names in spec.hosts_entries:
+        hosts += f"{address}\t{names}\n"
     files = {"hostname": spec.hostname + "\n", "hosts": hosts}
-    if Path("/etc/resolv.conf").exists():
+    if spec.dns is not None:
+        files["resolv.conf"] = spec.dns.resolv_conf()
+    elif Path("/etc/resolv.conf").exists():
         files["resolv.conf"] = Path("/etc/resolv.conf").read_text()
+    mounted = {v.pod_path for v in spec.volumes}
     for name, content in files.items():
+        if f"/etc/{name}" in mounted or "/etc" in mounted:
+            continue  # a volume provides it (as Kubernetes mounts its own resolv.conf and hosts)
         target = resolve_in_root(rootfs, f"/etc/{name}")
         if target.parent != etc:
             raise OSError(22, f"/etc/{name} in the image resolves outside /etc")
