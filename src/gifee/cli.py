@@ -175,7 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if importlib.util.find_spec(f"gifee.{part}") is not None and importlib.util.find_spec(name) is not None:
             importlib.import_module(name).add_parsers(sub)
     args = parser.parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except BrokenPipeError:  # `gifee ... | head`: the reader left; stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
