@@ -4,6 +4,7 @@
           [--port 10250] [--insecure-options=image] [--insecure-registry] [--backoff-base 10]
           [--backoff-max 300] [--lease-interval 10] [--node-status-update-frequency 10]
           [--sync-frequency 1] [--volume-refresh 10] [--max-pods 110] [--node-labels k=v,...]
+          [--cluster-dns 10.96.0.10] [--cluster-domain cluster.local]
 
 What it does: registers its Node (capacity/allocatable: CPUs, memory, pods 110;
 InternalIP and Hostname addresses; Ready and pressure conditions; the daemon
@@ -38,9 +39,11 @@ secret), DIR/agent/launched/<uuid>.json (a launch not yet in the state file).
 A restarted agent adopts the runtime pods its state file names and removes
 runtime pods launched but never recorded.
 
-Not done: resource requests without limits set nothing in cgroups (the runtime has
-no CPU weight); /etc/resolv.conf of
-pods is the host's (the runtime writes it itself; no cluster DNS option); no
+DNS: with --cluster-dns, ClusterFirst pods get the cluster nameservers, the
+search path <ns>.svc.<domain> svc.<domain> <domain> and ndots:5 (specs.dns_settings);
+Default (and no --cluster-dns) gives the host's resolv.conf; None gives spec.dnsConfig.
+
+Not done: resource requests without limits set nothing in cgroups; no
 port-forward or attach; no projected/downwardAPI volumes; a sandbox that dies
 restarts the containers but not the init containers.
 """

@@ -66,6 +66,8 @@ class AgentOptions:
     max_pods: int = 110
     volume_refresh: float = 10.0
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    cluster_dns: tuple[str, ...] = ()   # the kubelet's --cluster-dns: nameservers of ClusterFirst pods
+    cluster_domain: str = "cluster.local"
 
 
 def _now() -> float:
@@ -462,7 +464,8 @@ class Agent:
             volumes = specs.volume_plan(pod, self.pods_dir / a.uid, cms, secrets)
             opts = specs.container_options(pod, container, {}, volumes, cms, secrets, pod_ip, self.opts.node_ip)
             hostname = str(pod.get("spec", {}).get("hostname") or rec.name)[:63]
-            spec, image = await self.blocking(self.runtime.container_spec, rec.sandbox, hostname, opts)
+            dns = specs.dns_settings(pod, self.opts.cluster_dns, self.opts.cluster_domain)
+            spec, image = await self.blocking(self.runtime.container_spec, rec.sandbox, hostname, opts, dns)
             uuid = await self.launching(0, self.runtime.launch, spec, image, {"uid": a.uid, "container": a.container})
         except (specs.ConfigError, ImageError, Exception) as e:
             reason = ("CreateContainerConfigError" if isinstance(e, specs.ConfigError)

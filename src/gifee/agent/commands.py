@@ -25,6 +25,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--volume-refresh", type=float, default=10.0,
                    help="seconds between refreshes of configMap and secret volumes")
     p.add_argument("--node-labels", default="", help="k=v,k2=v2")
+    p.add_argument("--cluster-dns", default="", help="nameserver IPs (comma-separated) for ClusterFirst pods")
+    p.add_argument("--cluster-domain", default="cluster.local", help="the cluster's DNS domain")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
     p.set_defaults(run=run_agent)
 
@@ -52,7 +54,9 @@ def run_agent(args: argparse.Namespace) -> int:
         insecure_image=bool(insecure), insecure_registry=args.insecure_registry,
         lease_interval=args.lease_interval, status_interval=args.node_status_update_frequency,
         sync_interval=args.sync_frequency, backoff_base=args.backoff_base, backoff_cap=args.backoff_max,
-        max_pods=args.max_pods, labels=labels, volume_refresh=args.volume_refresh)
+        max_pods=args.max_pods, labels=labels, volume_refresh=args.volume_refresh,
+        cluster_dns=tuple(ip.strip() for ip in args.cluster_dns.split(",") if ip.strip()),
+        cluster_domain=args.cluster_domain.strip("."))
     try:
         asyncio.run(Agent(opts).run())
     except KeyboardInterrupt:

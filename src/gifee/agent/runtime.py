@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gifee.agent.core import Observed, PodRecord
-from gifee.agent.specs import ContainerOptions, VolumeSetup
+from gifee.agent.specs import ContainerOptions, DnsSettings, VolumeSetup
 from gifee.image.store import Image, ImageStore
 from gifee.runtime.launch import Launcher, describe
 from gifee.runtime.lifecycle import remove_pod, stop_pod
@@ -193,13 +193,16 @@ class Runtime:
         net = pod.read_json("net.json") or {}
         return pod.uuid, net.get("ip")
 
-    def container_spec(self, sandbox: str, hostname: str, opts: ContainerOptions) -> tuple[PodSpec, Image]:
+    def container_spec(self, sandbox: str, hostname: str, opts: ContainerOptions,
+                       dns: DnsSettings | None = None) -> tuple[PodSpec, Image]:
         image = self.image(opts.image, opts.pull_policy)
         config = dict(image.config)
         config["config"] = {**(image.config.get("config") or {}), **(opts.image_config.get("config") or {})}
         spec = make_spec(image_name=image.name, image_digest=image.manifest_digest, image_config=config,
                          hostname=hostname, env=opts.env, cpu=opts.cpu, memory=opts.memory, net=f"pod:{sandbox}",
-                         volumes=opts.volumes)
+                         volumes=opts.volumes,
+                         dns=dns.nameservers if dns else (), dns_search=dns.searches if dns else (),
+                         dns_opt=dns.options if dns else ())
         if opts.capabilities is not None:
             spec = dataclasses.replace(spec, capabilities=opts.capabilities)
         return spec, image

@@ -19,6 +19,14 @@ Rules:
 - Volumes live under <pod dir>/volumes/<name> (emptyDir, configMap, secret) or are
   the host path itself (hostPath); each volumeMount is a bind mount of that path
   (or its subPath), read-only when asked (configMap and secret always).
+- DNS (`dns_settings`, the kubelet's rules): dnsPolicy ClusterFirst (the default)
+  gives the cluster nameservers (--cluster-dns), search `<ns>.svc.<domain>
+  svc.<domain> <domain>` and `ndots:5`; without cluster nameservers, or for a
+  hostNetwork pod under ClusterFirst, the host's resolv.conf (Default);
+  ClusterFirstWithHostNet is ClusterFirst for every pod; None takes only
+  spec.dnsConfig. spec.dnsConfig nameservers and searches are appended (duplicates
+  dropped), its options replace same-named ones (under Default, a dnsConfig is all
+  the pod gets: the host's file is not merged).
 Theory: the shell fetches the config maps and secrets a pod names (`references`),
 calls `volume_plan` and writes its files, then `container_options` per container.
 """
@@ -70,6 +78,43 @@ class VolumeSetup:
     read_only: bool = False
     memory: bool = False       # emptyDir medium Memory: a tmpfs
     size_limit: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class DnsSettings:
+    nameservers: tuple[str, ...]
+    searches: tuple[str, ...]
+    options: tuple[str, ...]
+
+
+def dns_settings(pod: Obj, cluster_dns: tuple[str, ...], domain: str = "cluster.local") -> DnsSettings | None:
+    """The pod's resolv.conf contents, or None for the host's (see the module's rules)."""
+    spec = pod.get("spec") or {}
+    policy = str(spec.get("dnsPolicy") or "ClusterFirst")
+    namespace = str((pod.get("metadata") or {}).get("namespace") or "default")
+    raw = spec.get("dnsConfig")
+    config: Obj = raw if isinstance(raw, dict) else {}
+    servers: list[str] = []
+    searches: list[str] = []
+    options: dict[str, str] = {}
+    cluster_first = policy == "ClusterFirstWithHostNet" or (policy == "ClusterFirst" and not host_network(pod))
+    if cluster_first and cluster_dns:
+        servers = list(cluster_dns)
+        searches = [f"{namespace}.svc.{domain}", f"svc.{domain}", domain]
+        options = {"ndots": "ndots:5"}
+    elif policy != "None" and not config:
+        return None  # Default: the host's resolv.conf
+    for s in config.get("nameservers") or []:
+        if str(s) not in servers:
+            servers.append(str(s))
+    for s in config.get("searches") or []:
+        if str(s) not in searches:
+            searches.append(str(s))
+    for o in config.get("options") or []:
+        if isinstance(o, dict) and o.get("name"):
+            name = str(o["name"])
+            options[name] = f"{name}:{o['value']}" if o.get("value") not in (None, "") else name
+    return DnsSettings(tuple(servers), tuple(searches), tuple(options.values()))
 
 
 def host_network(pod: Obj) -> bool:
