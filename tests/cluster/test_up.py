@@ -46,7 +46,7 @@ class Up:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gifee", "up", "--data-dir", str(self.data_dir),
              "--listen-client-urls", f"http://127.0.0.1:{client}", "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-             "--insecure-port", str(api), "--hollow-nodes", "3", "--log-level", "warn"],
+             "--insecure-port", str(api), "--hollow-nodes", "3", "--no-agent", "--log-level", "warn"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
