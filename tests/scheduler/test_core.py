@@ -103,3 +103,22 @@ def test_bind_and_unschedulable_actions() -> None:
     assert u is not None
     p["status"] = (u.body or {})["status"]
     assert core.unschedulable_action(p, "0/1 nodes are available.", now) is None
+
+
+def test_large_clusters_score_a_rotating_sample() -> None:
+    assert core.nodes_to_find(50) == 50
+    assert core.nodes_to_find(1000) == 420  # Kubernetes' adaptive percentage: 50 - 1000/125 = 42%
+    assert core.nodes_to_find(5000) == 500  # 10%
+    assert core.nodes_to_find(100_000) == 5000  # never below 5%
+    assert core.nodes_to_find(1000, 100) == 1000 and core.nodes_to_find(1000, 1) == 100
+    infos = list(core.node_infos([node(f"n{i}") for i in range(300)], []).values())
+    first = core.schedule_on(pod("a"), infos, start=0, percentage=0)  # 300 nodes: 48% = 144
+    assert first.checked == 144 and first.node in set(first.scores) == {f"n{i}" for i in range(144)}
+    second = core.schedule_on(pod("b"), infos, start=first.checked, percentage=0)
+    assert set(second.scores) == {f"n{i}" for i in range(144, 288)}
+    wrapped = core.schedule_on(pod("c"), infos, start=250, percentage=0)
+    assert set(wrapped.scores) == {f"n{i}" for i in [*range(250, 300), *range(94)]}
+    # every node is looked at before none is found
+    full = [node(f"f{i}", cpu="100m") for i in range(300)]
+    r = core.schedule(pod("big", cpu="1"), full, [])
+    assert r.node is None and r.message == "0/300 nodes are available: 300 Insufficient cpu."

@@ -82,7 +82,12 @@ class Rest:
 
     async def _check_namespace(self, namespace: str, *, creating: bool) -> None:
         assert NAMESPACES is not None
-        ns = await self.storage.get_or_none(NAMESPACES, "", namespace)
+        # the watch-fed cache answers for a namespace that exists and is not being deleted (the
+        # namespace lifecycle admission of Kubernetes reads its informer the same way); anything
+        # else is read from the store
+        ns = self.storage.cached(NAMESPACES, "", namespace) if self.storage.cached is not None else None
+        if ns is None or ns["metadata"].get("deletionTimestamp"):
+            ns = await self.storage.get_or_none(NAMESPACES, "", namespace)
         if ns is None:
             raise errors.not_found(NAMESPACES, namespace)
         if creating and ns["metadata"].get("deletionTimestamp"):
@@ -160,6 +165,7 @@ class Rest:
         result: list[Obj] = []
 
         def mutate(current: Obj) -> Obj | None:
+            result.clear()  # called again on a fresh read when a cached copy was not current
             if want_rv and want_rv != current["metadata"]["resourceVersion"]:
                 raise errors.conflict(res, name)
             new = make(copy.deepcopy(current))

@@ -103,8 +103,13 @@ class ApiServer:
             cache = ResourceWatchCache(self.client, res, self.config.watch_window)
             await cache.start(revision)
             self.caches[res.plural] = cache
+        self.storage.cached = self._cached
         await self.rest.ensure_default_namespaces()
         await self._ensure_kubernetes_service()
+
+    def _cached(self, res: resources.Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        cache = self.caches.get(res.plural)
+        return cache.cached(namespace, name) if cache is not None else None
 
     async def _ensure_kubernetes_service(self) -> None:
         """The `kubernetes` service (and its endpoints: this server) in `default`; kept if it exists."""

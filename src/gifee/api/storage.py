@@ -75,9 +75,16 @@ class ListQuery:
         return labels_match(self.label_selector, meta.get("labels")) and fields_match(self.field_selector, obj)
 
 
+# (resource, namespace, name) -> the object as the server's own watch last saw it, or None
+CachedLookup = Callable[[Resource, str, str], "Obj | None"]
+
+
 class Storage:
     def __init__(self, client: StoreClient) -> None:
         self.client = client
+        # an object cache fed by the server's watch (watchcache.py), set by the server: it only ever
+        # supplies the first guess of a guarded write; the store transaction still checks the revision
+        self.cached: CachedLookup | None = None
 
     async def _call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
         try:
@@ -196,14 +203,31 @@ class Storage:
         mutate: Callable[[Obj], Obj | None],
     ) -> tuple[Obj, Obj]:
         """Read-modify-write with retries on races. mutate(current) returns the object to write
-        (None: write nothing) or raises ApiError; returns (old, new)."""
+        (None: write nothing) or raises ApiError; returns (old, new).
+
+        The first attempt may start from the watch-fed object cache (no store read): the write is
+        guarded by that object's revision, so a stale copy only costs a failed transaction. A
+        decision taken on a cached copy that is not a write (mutate raised, or nothing to write) is
+        taken again on a fresh read, as Kubernetes' GuaranteedUpdate does with its cached object."""
+        current = self.cached(res, namespace, name) if self.cached is not None else None
+        from_cache = current is not None
         for _ in range(UPDATE_RETRIES):
-            current = await self.get(res, namespace, name)
+            if current is None:
+                current = await self.get(res, namespace, name)
             mod = int(current["metadata"]["resourceVersion"])
-            new = mutate(current)
+            try:
+                new = mutate(current)
+            except errors.ApiError:
+                if not from_cache:
+                    raise
+                new = None
             if new is None:
-                return current, current
+                if not from_cache:
+                    return current, current
+                from_cache, current = False, None
+                continue
             written = await self.put_if(res, new, mod)
             if written is not None:
                 return current, written
+            from_cache, current = False, None
         raise errors.conflict(res, name)

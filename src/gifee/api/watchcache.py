@@ -80,6 +80,9 @@ class ResourceWatchCache:
         self.capacity = capacity
         self.window = EventWindow(capacity, 0)
         self.subscribers: set[Subscription] = set()
+        # every object this watch has seen written since the server started, by (namespace, name):
+        # the first guess for guarded writes (storage.Storage.cached); never mutated, never a read
+        self.objects: dict[tuple[str, str], Any] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -106,7 +109,13 @@ class ResourceWatchCache:
                             self._reset(int(resp.compact_revision))
                             next_revision = int(resp.compact_revision)
                         break
+                    objects = self.objects
                     for ev in to_events(self.res, resp):
+                        meta = ev.obj["metadata"]
+                        if ev.type == "DELETED":
+                            objects.pop((meta.get("namespace", ""), meta["name"]), None)
+                        else:
+                            objects[(meta.get("namespace", ""), meta["name"])] = ev.obj
                         self.window.append(ev)
                         next_revision = ev.revision + 1
                         for sub in list(self.subscribers):
@@ -126,7 +135,12 @@ class ResourceWatchCache:
         for sub in list(self.subscribers):
             sub.close()
         self.subscribers.clear()
+        self.objects.clear()
         self.window = EventWindow(self.capacity, revision)
+
+    def cached(self, namespace: str, name: str) -> Any:
+        """The object as this watch last saw it (None: not seen, or deleted); may lag the store."""
+        return self.objects.get((namespace, name))
 
     @property
     def latest(self) -> int:

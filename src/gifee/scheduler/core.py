@@ -22,8 +22,12 @@ objects for):
   the cpu and memory fractions), Spread (fewer pods of the same controller or of
   services selecting the pod on the node is better), TaintToleration (fewer
   untolerated PreferNoSchedule taints), NodeAffinity (preferred terms' weights).
-- Ties break on a hash of (pod uid, node name): deterministic, yet different pods
-  of one ReplicaSet do not all prefer the same node.
+- Ties break on a hash (CRC-32) of (pod uid, node name): deterministic, yet
+  different pods of one ReplicaSet do not all prefer the same node.
+- Large clusters: as Kubernetes' percentageOfNodesToScore, the filters stop once
+  enough feasible nodes are found (adaptive: 50% minus 1% per 125 nodes, at least
+  5% and at least 100 nodes; all nodes below 100), starting where the previous
+  decision stopped so every node gets its turn; only those are scored.
 - Failure yields Kubernetes' message "0/N nodes are available: ..." with counted
   reasons, for the pod's PodScheduled=False condition.
 
@@ -37,6 +41,7 @@ server's watch confirms the binding, so the next decision sees it.
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -46,7 +51,6 @@ from gifee.controllers.objects import (
     Action,
     Obj,
     controller_ref,
-    fnv32a,
     labels_of,
     map_selector_matches,
     meta,
@@ -70,6 +74,21 @@ class Result:
     scores: dict[str, float] = field(default_factory=dict)
     reasons: dict[str, list[str]] = field(default_factory=dict)  # node -> why it was filtered out
     message: str = ""
+    checked: int = 0  # nodes the filters looked at (the next decision starts after them)
+
+
+MIN_FEASIBLE_NODES = 100
+MIN_PERCENTAGE = 5
+
+
+def nodes_to_find(total: int, percentage: int = 0) -> int:
+    """How many feasible nodes are enough to score (Kubernetes' numFeasibleNodesToFind);
+    percentage 0 is adaptive, 100 scores every feasible node."""
+    if total < MIN_FEASIBLE_NODES or percentage >= 100:
+        return total
+    if percentage <= 0:
+        percentage = max(MIN_PERCENTAGE, 50 - total // 125)
+    return max(MIN_FEASIBLE_NODES, total * percentage // 100)
 
 
 def _spec(obj: Obj) -> Obj:
@@ -228,6 +247,7 @@ class NodeInfo:
     def set_node(self, node: Obj | None) -> None:
         self.node = node
         self.name = name_of(node) if node is not None else ""
+        self.name_bytes = self.name.encode()
         self.alloc = allocatable(node) if node is not None else {}
         taints = [t for t in _spec(node).get("taints") or [] if isinstance(t, dict)] if node is not None else []
         self.hard_taints = [t for t in taints if t.get("effect") in ("NoSchedule", "NoExecute")]
@@ -388,27 +408,33 @@ def preferred_affinity(pod: Obj, node: Obj) -> int:
     return sum(int(p.get("weight", 0)) for p in prefs if term_matches(p.get("preference") or {}, node))
 
 
-def _normalize(raw: dict[str, float], reverse: bool) -> dict[str, float]:
-    top = max(raw.values(), default=0)
+def _normalized(raw: list[float], reverse: bool) -> list[float]:
+    top = max(raw, default=0)
     if top <= 0:
-        return {n: (100.0 if reverse else 0.0) for n in raw}
-    return {n: (100 - v * 100 / top) if reverse else v * 100 / top for n, v in raw.items()}
+        return [100.0 if reverse else 0.0] * len(raw)
+    return [(100 - v * 100 / top) if reverse else v * 100 / top for v in raw]
 
 
 def _score(w: _Wanted, feasible: list[NodeInfo], weights: dict[str, int]) -> dict[str, float]:
-    spread = _normalize({i.name: float(_same_group_count(w, i)) for i in feasible}, True)
-    taints = _normalize({i.name: float(sum(1 for t in i.soft_taints if not any(tolerates(x, t) for x in w.tolerations)))
-                         for i in feasible}, True)
-    aff = _normalize({i.name: float(preferred_affinity(w.pod, i.node) if w.preferred and i.node else 0)
-                      for i in feasible}, False)
+    if w.services:
+        spread_raw = [float(_same_group_count(w, i)) for i in feasible]
+    elif w.group:
+        group = w.group
+        spread_raw = [float(i.groups.get(group, 0)) for i in feasible]
+    else:
+        spread_raw = [0.0] * len(feasible)
+    spread = _normalized(spread_raw, True)
+    taints = _normalized([float(sum(1 for t in i.soft_taints if not any(tolerates(x, t) for x in w.tolerations)))
+                          if i.soft_taints else 0.0 for i in feasible], True)
+    aff = _normalized([float(preferred_affinity(w.pod, i.node) if w.preferred and i.node else 0)
+                       for i in feasible], False)
     wl, wb, ws = weights["LeastAllocated"], weights["BalancedAllocation"], weights["Spread"]
     wt, wa = weights["TaintToleration"], weights["NodeAffinity"]
     out: dict[str, float] = {}
-    for i in feasible:
+    for k, i in enumerate(feasible):
         fc, fm = _fractions(w, i)
-        name = i.name
-        out[name] = (wl * ((1 - fc) + (1 - fm)) / 2 * 100 + wb * (1 - abs(fc - fm) / 2) * 100
-                     + ws * spread[name] + wt * taints[name] + wa * aff[name])
+        out[i.name] = (wl * ((1 - fc) + (1 - fm)) / 2 * 100 + wb * (1 - abs(fc - fm) / 2) * 100
+                       + ws * spread[k] + wt * taints[k] + wa * aff[k])
     return out
 
 
@@ -428,28 +454,37 @@ def schedule(pod: Obj, nodes: list[Obj], pods: Iterable[Obj], services: Iterable
 
 
 def schedule_on(pod: Obj, infos: Iterable[NodeInfo], services: Iterable[Obj] = (),
-                weights: dict[str, int] | None = None) -> Result:
-    """`schedule` over NodeInfos a caller keeps current (the shell), without walking the placed pods."""
+                weights: dict[str, int] | None = None, *, start: int = 0, percentage: int = 100) -> Result:
+    """`schedule` over NodeInfos a caller keeps current (the shell), without walking the placed pods.
+    The filters run from the `start`-th node on (wrapping) and stop once `nodes_to_find` feasible
+    nodes are found; `Result.checked` says how many nodes they looked at."""
     w = _wanted(pod, list(services))
+    nodes = [i for i in infos if i.node is not None]
+    total = len(nodes)
+    enough = nodes_to_find(total, percentage)
+    if total and start % total:
+        start %= total
+        nodes = nodes[start:] + nodes[:start]
     feasible: list[NodeInfo] = []
     reasons: dict[str, list[str]] = {}
-    total = 0
-    for info in infos:
-        if info.node is None:
-            continue
-        total += 1
+    checked = 0
+    for info in nodes:
+        checked += 1
         why = _fit(w, info)
         if why:
             reasons[info.name] = why
         else:
             feasible.append(info)
+            if len(feasible) >= enough:
+                break
     if not feasible:
-        return Result(None, {}, reasons, failure_message(total, reasons))
+        return Result(None, {}, reasons, failure_message(total, reasons), checked)
     scores = _score(w, feasible, weights or WEIGHTS)
     top = max(round(s, 6) for s in scores.values())
-    salt = uid_of(pod) or f"{namespace_of(pod)}/{name_of(pod)}"
-    best = max((n for n, s in scores.items() if round(s, 6) == top), key=lambda n: fnv32a(f"{salt}/{n}".encode()))
-    return Result(best, scores, reasons, "")
+    salt = zlib.crc32(f"{uid_of(pod) or f'{namespace_of(pod)}/{name_of(pod)}'}/".encode())
+    best = max((i for i in feasible if round(scores[i.name], 6) == top),
+               key=lambda i: zlib.crc32(i.name_bytes, salt)).name
+    return Result(best, scores, reasons, "", checked)
 
 
 def bind_action(pod: Obj, node: str) -> Action:

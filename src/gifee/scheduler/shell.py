@@ -29,8 +29,10 @@ log = logging.getLogger("gifee.scheduler")
 
 class Scheduler:
     def __init__(self, api: ApiClient, *, scheduler_name: str = core.DEFAULT_SCHEDULER, resync: float = 30.0,
-                 assume_ttl: float = 30.0, binders: int = 32) -> None:
+                 assume_ttl: float = 30.0, binders: int = 32, percentage_of_nodes_to_score: int = 0) -> None:
         self.api, self.name, self.assume_ttl = api, scheduler_name, assume_ttl
+        self.percentage = percentage_of_nodes_to_score  # 0: adaptive (core.nodes_to_find)
+        self._next_start = 0  # where the next decision's filters begin (every node gets its turn)
         self.pods = Informer(api, "pods", resync=resync)
         self.nodes = Informer(api, "nodes", resync=resync)
         self.services = Informer(api, "services", resync=resync)
@@ -113,7 +115,9 @@ class Scheduler:
         if pod is None or key in self.assumed or not core.wants_scheduling(pod, self.name):
             return None
         self._expire_assumed()
-        result = core.schedule_on(pod, self.infos.values(), self.services.list())
+        result = core.schedule_on(pod, self.infos.values(), self.services.list(), start=self._next_start,
+                                  percentage=self.percentage)
+        self._next_start += result.checked
         if result.node is None:
             self.unschedulable.add(key)
             log.info("%s: %s", key, result.message)
