@@ -1,6 +1,6 @@
 """End to end on three "machines" (network namespaces): machine 1 runs `gifee up`, machines
 2 and 3 `gifee node join`. kubectl applies a Deployment of a busybox httpd (5 replicas,
-readiness probe, preStop + grace) behind a Service; its name resolves inside a pod
+readiness probe, graceful SIGTERM handling within the grace period) behind a Service; its name resolves inside a pod
 through the cluster DNS; requests to the cluster IP from a client namespace spread over
 the replicas. Then, under continuous load (one request per connection, every failure
 counted): a rolling update v1 -> v2, a scale from 5 to 8, and machine 3's death (links
@@ -43,11 +43,12 @@ spec:
       - name: web
         image: example.com/web:{version}
         imagePullPolicy: IfNotPresent
-        command: ["sh", "-c", "mkdir -p /w && echo $(hostname) v{version} > /w/index.html && exec httpd -f -p 8080 -h /w"]
+        # graceful termination: on SIGTERM keep serving 3 s (the endpoints drop the pod meanwhile), then stop
+        command: ["sh", "-c", "mkdir -p /w && echo $(hostname) v{version} > /w/index.html && httpd -f -p 8080 -h /w &
+                   pid=$!; trap 'sleep 3; kill $pid; exit 0' TERM; wait"]
         ports: [{{containerPort: 8080, name: http}}]
         resources: {{requests: {{cpu: 10m, memory: 16Mi}}}}
         readinessProbe: {{httpGet: {{path: /index.html, port: http}}, periodSeconds: 1}}
-        lifecycle: {{preStop: {{exec: {{command: ["sleep", "3"]}}}}}}
 ---
 apiVersion: v1
 kind: Service
@@ -93,6 +94,24 @@ def settled(lab: Machines, count: int, version: str, exclude_node: str = "") -> 
             and ready_endpoints(lab) == sorted(p["status"]["podIP"] for p in ok))
 
 
+def table(lab: Machines) -> str:
+    rows = []
+    for p in pods(lab):
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+        rows.append(f"{p['metadata']['name']} v{p['metadata']['labels'].get('version')} {p['spec'].get('nodeName')} "
+                    f"{p['status'].get('phase')} ready={ready} ip={p['status'].get('podIP')} "
+                    f"deleting={bool(p['metadata'].get('deletionTimestamp'))} "
+                    f"{[(c['name'], c.get('state')) for c in p['status'].get('containerStatuses') or []]}")
+    return "\n".join(rows) + f"\nendpoints: {ready_endpoints(lab)}"
+
+
+def wait_settled(lab: Machines, what: str, count: int, version: str, timeout: float, exclude: str = "") -> None:
+    try:
+        lab.wait(what, lambda: settled(lab, count, version, exclude), timeout)
+    except AssertionError as e:
+        raise AssertionError(f"{table(lab)}\n{e}") from None
+
+
 def cluster_ip(lab: Machines) -> str:
     return str(lab.http("GET", "/api/v1/namespaces/default/services/foo")[1]["spec"]["clusterIP"])
 
@@ -129,7 +148,7 @@ def test_dns_and_spread(cluster: Machines) -> None:
 
 def test_load_through_update_scale_and_node_failure(cluster: Machines) -> None:
     lab = cluster
-    lab.wait("5 ready v1 pods", lambda: settled(lab, 5, "1"), 120)
+    wait_settled(lab, "5 ready v1 pods", 5, "1", 120)
     ip = cluster_ip(lab)
     out = lab.workdir / "load.jsonl"
     stopfile = lab.workdir / "load.stop"
@@ -143,19 +162,19 @@ def test_load_through_update_scale_and_node_failure(cluster: Machines) -> None:
         time.sleep(5)
         t0 = time.time()
         lab.kubectl("apply", "-f", "-", input=APP.format(replicas=5, version=2))
-        lab.wait("rolled out to v2", lambda: settled(lab, 5, "2"), 180)
+        wait_settled(lab, "rolled out to v2", 5, "2", 180)
         phases["rolling update v1->v2"] = (t0, time.time() + 1)
         time.sleep(3)
         t0 = time.time()
         lab.kubectl("scale", "deployment/foo", "--replicas=8")
-        lab.wait("8 ready pods", lambda: settled(lab, 8, "2"), 120)
+        wait_settled(lab, "8 ready pods", 8, "2", 120)
         phases["scale 5->8"] = (t0, time.time() + 1)
         time.sleep(3)
         victim = lab.machines[2]
         on_victim = [p["metadata"]["name"] for p in pods(lab) if p["spec"].get("nodeName") == victim.name]
         t0 = time.time()
         lab.kill(victim)
-        lab.wait("pods back on other machines", lambda: settled(lab, 8, "2", exclude_node=victim.name), 120)
+        wait_settled(lab, "pods back on other machines", 8, "2", 120, victim.name)
         phases[f"kill {victim.name} ({len(on_victim)} pods)"] = (t0, time.time() + 1)
         time.sleep(5)
         phases["after"] = (phases[f"kill {victim.name} ({len(on_victim)} pods)"][1], time.time())

@@ -153,20 +153,12 @@ def join_argv(config: NodeConfig, python: str, log_level: str = "info") -> list[
     return argv
 
 
-def _die_with_parent() -> None:
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 async def run_node_process(config: NodeConfig, stop: asyncio.Event, log_level: str = "info") -> None:
     """`gifee node join` as a child process until `stop` (SIGTERM, then SIGKILL after 20 s); an early exit
-    is an error. The child gets SIGTERM if this process dies."""
+    is an error. (If this process is SIGKILLed, the node keeps running, as a kubelet outlives its API server.)"""
     import sys
 
-    proc = await asyncio.create_subprocess_exec(*join_argv(config, sys.executable, log_level),
-                                                preexec_fn=_die_with_parent)
+    proc = await asyncio.create_subprocess_exec(*join_argv(config, sys.executable, log_level))
     waiter = asyncio.create_task(proc.wait())
     stopper = asyncio.create_task(stop.wait())
     try:
