@@ -170,10 +170,29 @@ class PodCgroup:
         except (FileNotFoundError, ValueError):
             return 0
 
+    def signal(self, pid: int, signum: int) -> bool:
+        """Send `signum` to `pid` only if that process is in this pod's cgroup. A PID is a
+        name that the kernel hands out again once its process is gone (quickly, on a busy
+        machine), so the process is pinned with a pidfd first and then checked: the signal
+        can only reach the pod's own process, never an unrelated one that got the number."""
+        try:
+            fd = os.pidfd_open(pid)
+        except (ProcessLookupError, OSError):
+            return False
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                member = f"/gifee/{self.pod_id}" in f.read()
+            if member:  # the pidfd still names the process we checked (or a dead one)
+                signal.pidfd_send_signal(fd, signum)
+            return member
+        except (ProcessLookupError, FileNotFoundError):
+            return False
+        finally:
+            os.close(fd)
+
     def kill_all(self) -> None:
         for pid in self.pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            self.signal(pid, signal.SIGKILL)
 
     def exists(self) -> bool:
         return any(path.exists() for path in self.dirs.values())

@@ -311,9 +311,10 @@ class Launcher:
         return str(status.ip)
 
     def _wait_foreground(self, pod: Pod, shim_pid: int, first_pid: int) -> int:
+        cgroup = PodCgroup(pod.uuid)
+
         def forward(signum: int, _frame: Any) -> None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(first_pid, signal.SIGKILL if signum == signal.SIGQUIT else signal.SIGTERM)
+            cgroup.signal(first_pid, signal.SIGKILL if signum == signal.SIGQUIT else signal.SIGTERM)
 
         old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:

@@ -9,7 +9,6 @@ every clean-up step can run again after an interruption.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
@@ -25,14 +24,12 @@ def stop_pod(pod: Pod, *, force: bool, grace: float) -> None:
     SIGKILL to every process of its cgroup if it has not exited after `grace`."""
     if pod.state != "running" or pod.pid is None:
         return
+    cgroup = PodCgroup(pod.uuid)
     if not force:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pod.pid, signal.SIGTERM)
+        cgroup.signal(pod.pid, signal.SIGTERM)
         if pod.wait_unlocked(grace):
             return
-    cgroup = PodCgroup(pod.uuid)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pod.pid, signal.SIGKILL)
+    cgroup.signal(pod.pid, signal.SIGKILL)
     cgroup.kill_all()
     pod.wait_unlocked(10.0)
 
