@@ -225,6 +225,11 @@ class Launcher:
         the PID, network and mount namespaces belong to the user namespace) and becomes
         a relaying shim; the child itself stays host root to write the pod directory."""
         try:
+            # The launching process may be an asyncio program (an agent) whose signal
+            # handlers write to its event loop's wakeup descriptor: none of that may run here.
+            signal.set_wakeup_fd(-1)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+                signal.signal(signum, signal.SIG_DFL)
             # Launches from several threads of one process (an agent) must not hold each
             # other's pipes: keep only this pod's descriptors.
             keep = {0, 1, 2, lock_fd, pid_w, go_r, err_w, out_r, errout_r, log_fd, userns_fd, *stdio, *join_fds}
