@@ -13,14 +13,13 @@ Failures raise ApiError with the server's Status (code, reason, message).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 
-from gifee.api import resources
+from gifee.api import jsoncodec, resources
 from gifee.api.errors import ApiError
 
 Obj = dict[str, Any]
@@ -60,13 +59,13 @@ class ApiClient:
 
     async def request(self, method: str, path: str, body: Any = None, *, params: dict[str, str] | None = None,
                       content_type: str = "application/json") -> Obj:
-        data = None if body is None else json.dumps(body).encode()
+        data = None if body is None else jsoncodec.dumps(body)
         async with self._session.request(method, self.server + path, data=data, params=params,
                                          headers={"Content-Type": content_type, "Accept": "application/json"},
                                          timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
             raw = await resp.read()
         try:
-            out = json.loads(raw) if raw else {}
+            out = jsoncodec.loads(raw) if raw else {}
         except ValueError:
             out = {"message": raw.decode(errors="replace")}
         if resp.status >= 400:
@@ -113,4 +112,4 @@ class ApiClient:
                 raise ApiError(resp.status, out.get("reason", ""), out.get("message", ""), out.get("details"))
             async for line in resp.content:
                 if line.strip():
-                    yield json.loads(line)
+                    yield jsoncodec.loads(line)

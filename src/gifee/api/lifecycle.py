@@ -19,12 +19,12 @@ Pure: objects and times in, decisions out.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from gifee.api import jsoncodec
 from gifee.api.resources import Resource
 
 Obj = dict[str, Any]
@@ -53,7 +53,7 @@ def prepare_create(res: Resource, obj: Obj, now: dt.datetime) -> Obj:
 
 
 def prepare_update(res: Resource, old: Obj, new: Obj, *, subresource: str = "") -> Obj:
-    new = copy.deepcopy(new)
+    new = jsoncodec.clone(new)
     meta = new.setdefault("metadata", {})
     old_meta = old.get("metadata", {})
     for k in SERVER_META:
@@ -63,13 +63,13 @@ def prepare_update(res: Resource, old: Obj, new: Obj, *, subresource: str = "") 
             meta.pop(k, None)
     meta.pop("resourceVersion", None)
     if subresource == "status":
-        out = copy.deepcopy(old)
+        out = jsoncodec.clone(old)
         out["status"] = new.get("status", {})
         out["metadata"].pop("resourceVersion", None)
         return out
     if res.subresource("status") is not None:
         if "status" in old:
-            new["status"] = copy.deepcopy(old["status"])
+            new["status"] = jsoncodec.clone(old["status"])
         else:
             new.pop("status", None)
     if res.has_generation and old.get("spec") != new.get("spec"):
@@ -103,7 +103,7 @@ def plan_delete(res: Resource, obj: Obj, options: Obj, now: dt.datetime) -> Dele
         grace = 0
     if not finalizers and int(grace or 0) <= 0:
         return DeleteDecision(True, None)
-    out = copy.deepcopy(obj)
+    out = jsoncodec.clone(obj)
     m = out["metadata"]
     m.pop("resourceVersion", None)
     m["finalizers"] = finalizers

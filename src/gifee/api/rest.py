@@ -7,14 +7,13 @@ and in-process callers (controllers, tests) can call them directly.
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime as dt
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gifee.api import errors, lifecycle, patch, resources
+from gifee.api import errors, jsoncodec, lifecycle, patch, resources
 from gifee.api.defaults import apply_defaults
 from gifee.api.ipalloc import ServiceAllocator
 from gifee.api.resources import Resource
@@ -51,9 +50,30 @@ async def _done(obj: Obj) -> Obj:
 
 
 def _strip_rv(obj: Obj) -> Obj:
-    out = copy.deepcopy(obj)
+    out = jsoncodec.clone(obj)
     out.get("metadata", {}).pop("resourceVersion", None)
     return out
+
+
+def _same_but_rv(new: Obj, current: Obj) -> bool:
+    """new == current without current's resourceVersion (a no-op write), without copying current."""
+    if new.keys() != current.keys():
+        return False
+    for k, v in new.items():
+        if k != "metadata":
+            if v != current[k]:
+                return False
+            continue
+        cur_meta = current[k]
+        if not isinstance(v, dict) or not isinstance(cur_meta, dict):
+            if v != cur_meta:
+                return False
+            continue
+        if "resourceVersion" in v or len(v) != len(cur_meta) - ("resourceVersion" in cur_meta):
+            return False
+        if any(k2 not in cur_meta or cur_meta[k2] != v2 for k2, v2 in v.items()):
+            return False
+    return True
 
 
 class Rest:
@@ -97,7 +117,7 @@ class Rest:
     # -- verbs
 
     async def create(self, res: Resource, namespace: str, body: Any, *, dry_run: bool = False) -> Obj:
-        obj = self._check_type(res, copy.deepcopy(body))
+        obj = self._check_type(res, jsoncodec.clone(body))
         meta = obj["metadata"]
         if res.namespaced:
             body_ns = meta.get("namespace")
@@ -141,7 +161,7 @@ class Rest:
 
     async def update(self, res: Resource, namespace: str, name: str, body: Any, *, subresource: str = "",
                      dry_run: bool = False) -> Obj:
-        obj = self._check_type(res, copy.deepcopy(body))
+        obj = self._check_type(res, jsoncodec.clone(body))
         meta = obj["metadata"]
         if meta.get("name") and meta["name"] != name:
             raise errors.bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL "
@@ -168,7 +188,7 @@ class Rest:
             result.clear()  # called again on a fresh read when a cached copy was not current
             if want_rv and want_rv != current["metadata"]["resourceVersion"]:
                 raise errors.conflict(res, name)
-            new = make(copy.deepcopy(current))
+            new = make(jsoncodec.clone(current))
             new = self._check_type(res, new)
             new["metadata"]["name"] = name
             if res.namespaced:
@@ -178,7 +198,7 @@ class Rest:
             causes = validate_update(res.kind, current, new) if subresource != "status" else []
             if causes:
                 raise errors.invalid(res, name, causes)
-            if new == _strip_rv(current) or dry_run:
+            if dry_run or _same_but_rv(new, current):
                 result.append(current if not dry_run else {**new, "metadata": {
                     **new["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}})
                 return None
@@ -255,7 +275,7 @@ class Rest:
                     return deleted
             else:
                 assert decision.updated is not None
-                if _strip_rv(current) == decision.updated:
+                if _same_but_rv(decision.updated, current):
                     return current
                 written = await self.storage.put_if(res, decision.updated, mod)
                 if written is not None:
@@ -285,7 +305,7 @@ class Rest:
         if dry_run:
             return ns
         if not ns["metadata"].get("deletionTimestamp"):
-            marked = copy.deepcopy(ns)
+            marked = jsoncodec.clone(ns)
             marked["metadata"]["deletionTimestamp"] = lifecycle.timestamp(now())
             marked["metadata"]["deletionGracePeriodSeconds"] = 0
             marked.setdefault("status", {})["phase"] = "Terminating"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
 from collections import OrderedDict
@@ -18,7 +17,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from gifee.api import discovery, errors, ipalloc, resources, routing, tables
+from gifee.api import discovery, errors, ipalloc, jsoncodec, resources, routing, tables
 from gifee.api.bodies import protobuf_body
 from gifee.api.rest import Rest, now
 from gifee.api.routing import Output, Target
@@ -46,7 +45,7 @@ class ApiConfig:
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(data, separators=(",", ":")).encode(), status=status,
+    return web.Response(body=jsoncodec.dumps(data), status=status,
                         content_type="application/json")
 
 
@@ -91,7 +90,7 @@ class ApiServer:
         hit = self._lines.get(key)
         if hit is not None and hit[0] is obj:
             return hit[1]
-        data = json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+        data = jsoncodec.dumps({"type": kind, "object": obj}) + b"\n"
         self._lines[key] = (obj, data)
         if len(self._lines) > LINE_CACHE:
             self._lines.popitem(last=False)
@@ -192,7 +191,7 @@ class ApiServer:
             if ctype in ("application/yaml", "application/x-yaml"):
                 return yaml.safe_load(raw)
             if ctype in ("application/json", "application/octet-stream", "text/plain", "") or ctype.endswith("+json"):
-                return json.loads(raw)
+                return jsoncodec.loads(raw)
         except (ValueError, yaml.YAMLError) as e:
             raise errors.bad_request(f"the body of the request could not be decoded: {e}") from None
         raise errors.ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
@@ -315,7 +314,7 @@ class ApiServer:
             if out.table and kind in ("ADDED", "MODIFIED", "DELETED"):
                 obj = tables.to_table(res.kind, [obj], now=now(), include_object=out.include_object,
                                       headers=True)
-                return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+                return jsoncodec.dumps({"type": kind, "object": obj}) + b"\n"
             return self._event_line(kind, obj)
 
         async def send(kind: str, obj: dict[str, Any]) -> None:

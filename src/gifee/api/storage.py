@@ -9,14 +9,13 @@ nothing is half-written. Works with any etcd v3 server (gifee's store or etcd).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
-from gifee.api import errors
+from gifee.api import errors, jsoncodec
 from gifee.api.resources import Resource
 from gifee.api.selectors import FieldRequirement, Selector, fields_match, labels_match
 from gifee.api.versions import continue_expired, decode_continue, encode_continue, too_old
@@ -30,7 +29,7 @@ UPDATE_RETRIES = 16
 
 
 def decode(res: Resource, value: bytes, mod_revision: int) -> Obj:
-    obj: Obj = json.loads(value)
+    obj: Obj = jsoncodec.loads(value)
     obj["apiVersion"] = res.api_version
     obj["kind"] = res.kind
     obj.setdefault("metadata", {})["resourceVersion"] = str(mod_revision)
@@ -40,7 +39,7 @@ def decode(res: Resource, value: bytes, mod_revision: int) -> Obj:
 def encode(obj: Obj) -> bytes:
     meta = obj.get("metadata", {})
     stored = {**obj, "metadata": {k: v for k, v in meta.items() if k != "resourceVersion"}}
-    return json.dumps(stored, separators=(",", ":"), sort_keys=True).encode()
+    return jsoncodec.dumps_sorted(stored)
 
 
 def store_unavailable(e: StoreError) -> errors.ApiError:
