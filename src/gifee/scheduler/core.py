@@ -253,6 +253,11 @@ class NodeInfo:
         self.hard_taints = [t for t in taints if t.get("effect") in ("NoSchedule", "NoExecute")]
         self.soft_taints = [t for t in taints if t.get("effect") == "PreferNoSchedule"]
         self.unschedulable = bool(_spec(node).get("unschedulable")) if node is not None else False
+        # nodes that only the resource filter can turn down (the common case: the filter loop's fast path)
+        self.plain = node is not None and not self.unschedulable and not self.hard_taints
+        self.alloc_cpu = self.alloc.get("cpu") or 0  # _fractions' divisors (0: none)
+        self.alloc_mem = self.alloc.get("memory") or 0
+        self.max_pods: int | None = self.alloc["pods"] // 1000 if "pods" in self.alloc else None
 
     def add(self, key: str, facts: PodFacts) -> None:
         self.remove(key)
@@ -416,25 +421,41 @@ def _normalized(raw: list[float], reverse: bool) -> list[float]:
 
 
 def _score(w: _Wanted, feasible: list[NodeInfo], weights: dict[str, int]) -> dict[str, float]:
+    # A score that is the same on every node (no services, no controller, no soft taints, no
+    # preferred terms: normalised all-zero lists) is a constant rather than a list; the sum below
+    # keeps its order of operations, so every score is the same float as when all were lists.
+    n = len(feasible)
     if w.services:
-        spread_raw = [float(_same_group_count(w, i)) for i in feasible]
+        spread: list[float] | None = _normalized([float(_same_group_count(w, i)) for i in feasible], True)
     elif w.group:
         group = w.group
-        spread_raw = [float(i.groups.get(group, 0)) for i in feasible]
+        spread = _normalized([float(i.groups.get(group, 0)) for i in feasible], True)
     else:
-        spread_raw = [0.0] * len(feasible)
-    spread = _normalized(spread_raw, True)
-    taints = _normalized([float(sum(1 for t in i.soft_taints if not any(tolerates(x, t) for x in w.tolerations)))
-                          if i.soft_taints else 0.0 for i in feasible], True)
-    aff = _normalized([float(preferred_affinity(w.pod, i.node) if w.preferred and i.node else 0)
-                       for i in feasible], False)
+        spread = None
+    taints = (_normalized([float(sum(1 for t in i.soft_taints if not any(tolerates(x, t) for x in w.tolerations)))
+                           if i.soft_taints else 0.0 for i in feasible], True)
+              if any(i.soft_taints for i in feasible) else None)
+    aff = (_normalized([float(preferred_affinity(w.pod, i.node) if i.node else 0) for i in feasible], False)
+           if w.preferred else None)
+    spread_l = spread if spread is not None else [100.0] * n
+    taints_l = taints if taints is not None else [100.0] * n
+    aff_l = aff if aff is not None else [0.0] * n
     wl, wb, ws = weights["LeastAllocated"], weights["BalancedAllocation"], weights["Spread"]
     wt, wa = weights["TaintToleration"], weights["NodeAffinity"]
+    wcpu, wmem = w.cpu, w.mem
     out: dict[str, float] = {}
-    for k, i in enumerate(feasible):
-        fc, fm = _fractions(w, i)
+    for i, sp, ta, af in zip(feasible, spread_l, taints_l, aff_l, strict=True):
+        # _fractions, inline: this loop runs for hundreds of nodes per decision
+        a = i.alloc_cpu
+        fc = (wcpu + i.cpu) / a if a else 1.0
+        if fc > 1.0:
+            fc = 1.0
+        a = i.alloc_mem
+        fm = (wmem + i.mem) / a if a else 1.0
+        if fm > 1.0:
+            fm = 1.0
         out[i.name] = (wl * ((1 - fc) + (1 - fm)) / 2 * 100 + wb * (1 - abs(fc - fm) / 2) * 100
-                       + ws * spread[k] + wt * taints[k] + wa * aff[k])
+                       + ws * sp + wt * ta + wa * af)
     return out
 
 
@@ -468,8 +489,22 @@ def schedule_on(pod: Obj, infos: Iterable[NodeInfo], services: Iterable[Obj] = (
     feasible: list[NodeInfo] = []
     reasons: dict[str, list[str]] = {}
     checked = 0
+    # the fast path: a pod without a node name, affinity or host ports on a node without hard taints
+    # that is schedulable can only be turned down by the resource filter (_fit's last checks, inline)
+    plain = not w.node_name and not w.needs_affinity and not w.ports
+    requests = w.requests
     for info in nodes:
         checked += 1
+        if plain and info.plain and (info.max_pods is None or len(info.pods) < info.max_pods):
+            requested, alloc = info.requested, info.alloc
+            for res, amount in requests:
+                if requested[res] + amount > alloc.get(res, 0):
+                    break
+            else:
+                feasible.append(info)
+                if len(feasible) >= enough:
+                    break
+                continue
         why = _fit(w, info)
         if why:
             reasons[info.name] = why
@@ -480,11 +515,19 @@ def schedule_on(pod: Obj, infos: Iterable[NodeInfo], services: Iterable[Obj] = (
     if not feasible:
         return Result(None, {}, reasons, failure_message(total, reasons), checked)
     scores = _score(w, feasible, weights or WEIGHTS)
-    top = max(round(s, 6) for s in scores.values())
     salt = zlib.crc32(f"{uid_of(pod) or f'{namespace_of(pod)}/{name_of(pod)}'}/".encode())
-    best = max((i for i in feasible if round(scores[i.name], 6) == top),
-               key=lambda i: zlib.crc32(i.name_bytes, salt)).name
-    return Result(best, scores, reasons, "", checked)
+    # the best rounded score; ties go to the highest CRC-32 (the first such node on equal hashes)
+    top = float("-inf")
+    best_info = feasible[0]
+    best_hash = -1
+    for i in feasible:
+        r = round(scores[i.name], 6)
+        if r < top:
+            continue
+        h = zlib.crc32(i.name_bytes, salt)
+        if r > top or h > best_hash:
+            top, best_info, best_hash = r, i, h
+    return Result(best_info.name, scores, reasons, "", checked)
 
 
 def bind_action(pod: Obj, node: str) -> Action:
