@@ -9,6 +9,7 @@ Flags as rkt has them where rkt had them (`--net`, `--cpu`, `--memory`,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,8 @@ def add_parsers(sub: _SUB[argparse.ArgumentParser]) -> None:
     p.add_argument("image")
     # Options may follow the image (rkt's order); they are parsed again from here in cmd_run.
     p.add_argument("args", nargs=argparse.REMAINDER, help="-- followed by the command's arguments")
-    p.set_defaults(run=cmd_run, run_options=options)
+    # exit_at_once: the process ends as soon as the pod has (no interpreter teardown; see cli.main)
+    p.set_defaults(run=cmd_run, run_options=options, exit_at_once=True)
 
     p = sub.add_parser("list", help="list pods")
     p.add_argument("--full", action="store_true", help="full UUIDs and image digests")
@@ -147,9 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             check_image(data_dir, store, image, args.fail_on_severity)
         layers = store.layer_dirs(image)
         launcher = _launcher(args)
-        import uuid as uuid_module
-
-        hostname = args.hostname or _joined_hostname(launcher, args.net) or f"gifee-{uuid_module.uuid4().hex[:8]}"
+        hostname = args.hostname or _joined_hostname(launcher, args.net) or f"gifee-{os.urandom(4).hex()}"
         spec = make_spec(
             image_name=image.name, image_digest=image.manifest_digest, image_config=image.config,
             hostname=hostname, args=extra, env=args.env, cpu=args.cpu, memory=args.memory, pids=args.pids,
