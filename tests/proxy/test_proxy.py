@@ -133,6 +133,69 @@ def test_service_rules_sync_spread_and_survive_the_proxy(lab: Lab) -> None:
     in_ns(node, sys.executable, "-m", "gifee", "proxy", "--cleanup")
 
 
+def test_a_reused_client_port_is_balanced_anew_after_its_backend_is_gone(lab: Lab) -> None:
+    """A SYN to a dead backend leaves a conntrack entry (SYN_SENT, two minutes); a new connection from the
+    same client port would follow it to the dead backend unless the proxy forgets it when the backend goes."""
+    node = node_ns(lab)
+    code, svc = api(lab.api_url, "POST", "/api/v1/namespaces/default/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "stale"},
+        "spec": {"selector": {"app": "stale"}, "ports": [{"name": "http", "port": 80, "targetPort": 8000}]}})
+    assert code == 201, svc
+    url = f"http://{svc['spec']['clusterIP']}/"
+    dead = "10.31.0.99"  # on the pod bridge, nobody there: SYNs go unanswered
+    eps = endpoints([dead]) | {"metadata": {"name": "stale", "namespace": "default"}}
+    assert api(lab.api_url, "POST", "/api/v1/namespaces/default/endpoints", eps)[0] == 201
+    proxy = lab.start(node, "proxy-stale", sys.executable, "-m", "gifee", "proxy", "--server", lab.api_url,
+                      "--node-name", "node1", "--sync-period", "1s")
+    try:
+        wait_until(lambda: f"{dead}:8000" in in_ns(node, "nft", "list", "table", "ip", "gifee", check=False).stdout, 10)
+        port = "40123"
+        first = in_ns(node, "curl", "-s", "-m", "1", "--local-port", port, url, check=False)
+        assert first.returncode == 28, first  # timed out: the SYN went to the dead backend
+        flows = in_ns(node, sys.executable, "-c", CONNTRACK_DUMP, dead, check=False).stdout
+        assert f"sport={port}" in flows, flows
+        eps = endpoints([PODS["pod-a"]]) | {"metadata": {"name": "stale", "namespace": "default"}}
+        assert api(lab.api_url, "PUT", "/api/v1/namespaces/default/endpoints/stale", eps)[0] == 200
+        wait_until(lambda: dead not in in_ns(node, "nft", "list", "table", "ip", "gifee").stdout, 5)
+        wait_until(lambda: "unanswered flows forgotten" in proxy.log(), 5)
+        again = in_ns(node, "curl", "-s", "-m", "2", "--local-port", port, url, check=False)
+        assert (again.returncode, again.stdout.strip()) == (0, "pod-a"), again
+        assert f"sport={port}" not in in_ns(node, sys.executable, "-c", CONNTRACK_DUMP, dead).stdout
+    finally:
+        proxy.stop()
+        api(lab.api_url, "DELETE", "/api/v1/namespaces/default/services/stale")
+        api(lab.api_url, "DELETE", "/api/v1/namespaces/default/endpoints/stale")
+
+
+# the conntrack entries whose replies come from argv[1] (the backend), one per line
+CONNTRACK_DUMP = """
+import sys
+from pyroute2 import Conntrack
+from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+with Conntrack() as ct:
+    for e in ct.dump_entries(tuple_reply=NFCTAttrTuple(saddr=sys.argv[1])):
+        print(f"sport={e.tuple_orig.sport} {e}")
+"""
+
+
+def test_removed_backends_are_those_no_service_port_uses_any_more() -> None:
+    svc = {"metadata": {"namespace": "ns", "name": "s"},
+           "spec": {"clusterIP": "10.96.0.9", "ports": [{"name": "http", "port": 80}]}}
+    other = {"metadata": {"namespace": "ns", "name": "o"},
+             "spec": {"clusterIP": "10.96.0.8", "ports": [{"name": "http", "port": 80}]}}
+
+    def eps(name: str, *ips: str) -> dict[str, Any]:
+        return {"metadata": {"namespace": "ns", "name": name},
+                "subsets": [{"addresses": [{"ip": ip} for ip in ips], "ports": [{"name": "http", "port": 8080}]}]}
+
+    before = rules.service_ports([svc, other], [eps("s", "10.1.0.2", "10.1.0.3"), eps("o", "10.1.0.3")])
+    after = rules.service_ports([svc, other], [eps("s", "10.1.0.2"), eps("o", "10.1.0.3")])
+    assert rules.removed_backends(before, after) == set()  # 10.1.0.3:8080 still serves o
+    after = rules.service_ports([svc, other], [eps("s", "10.1.0.2"), eps("o")])
+    assert rules.removed_backends(before, after) == {("tcp", "10.1.0.3", 8080)}
+    assert rules.removed_backends(after, before) == set()
+
+
 def test_render_is_deterministic_and_skips_not_ready() -> None:
     svc = {"metadata": {"namespace": "ns", "name": "s"},
            "spec": {"clusterIP": "10.96.0.9", "type": "ClusterIP",

@@ -66,6 +66,7 @@ class Proxy:
         plurals = ["services", "endpoints"] + (["nodes"] if config.routes else [])
         self.mirror = Mirror(config.server, plurals, self.debouncer.poke)
         self.applied = ""
+        self.applied_ports: list[rules.ServicePort] = []
         self.syncs = 0
         self._routes = None
         if config.routes:
@@ -75,8 +76,8 @@ class Proxy:
 
     async def sync_once(self) -> bool:
         """Render and apply if different; True when nft ran."""
-        text = rules.render(self.mirror.items("services"), self.mirror.items("endpoints"),
-                            cluster_cidr=self.config.cluster_cidr)
+        services, endpoints = self.mirror.items("services"), self.mirror.items("endpoints")
+        text = rules.render(services, endpoints, cluster_cidr=self.config.cluster_cidr)
         if self._routes is not None:
             from gifee.proxy.routes import plan
 
@@ -87,6 +88,18 @@ class Proxy:
         self.applied = text
         self.syncs += 1
         log.info("applied %d bytes of rules (sync %d)", len(text), self.syncs)
+        ports = rules.service_ports(services, endpoints)
+        gone = rules.removed_backends(self.applied_ports, ports)
+        self.applied_ports = ports
+        if gone:
+            from gifee.proxy.conntrack import forget_flows
+
+            try:
+                deleted = await asyncio.to_thread(forget_flows, gone)
+            except Exception as e:  # the rules are in place; stale flows only cost their clients a retry
+                log.warning("conntrack: %s", e)
+            else:
+                log.info("%d backends gone, %d of their unanswered flows forgotten", len(gone), deleted)
         return True
 
     async def run(self, stop: asyncio.Event) -> None:

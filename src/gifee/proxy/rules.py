@@ -19,6 +19,11 @@ Rules (kube-proxy's semantics):
 - A service port without ready endpoints is rejected (ICMP port unreachable) for
   new connections instead of black-holed.
 - Headless (clusterIP None), ExternalName and IP-less services get no rules.
+- A backend that stops serving every service port it served has its not-yet-answered
+  translated flows forgotten (`removed_backends`; the shell deletes their conntrack
+  entries): a new connection that reuses a client port must be balanced anew, not
+  follow an old entry to a dead pod. Answered TCP flows are left alone so that a pod
+  leaving gracefully finishes the requests it has.
 
 Theory of operation: `render` is a pure, deterministic function (objects are
 sorted by namespace/name/port; equal inputs give byte-equal text). The text
@@ -173,6 +178,14 @@ def render(services: Iterable[Obj], endpoints: Iterable[Obj], *, cluster_cidr: s
                          f"\t\tmeta l4proto {p.protocol} dnat to {b.ip}:{b.port}\n\t}}")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def removed_backends(before: Iterable[ServicePort], after: Iterable[ServicePort]) -> set[tuple[str, str, int]]:
+    """(protocol, ip, port) of every backend some service port used before and none uses after."""
+    def used(ports: Iterable[ServicePort]) -> set[tuple[str, str, int]]:
+        return {(p.protocol, b.ip, b.port) for p in ports for b in p.backends}
+
+    return used(before) - used(after)
 
 
 def cleanup_text() -> str:
