@@ -8,8 +8,9 @@ Process tree, and why (no daemon, no Python process left beside a pod):
 The launcher makes the pod directory (holding its lock), the cgroup, and the pipes;
 the child detaches into a new session when the pod is detached, unshares the
 namespaces and forks the pod's first process (stage2.py), then becomes the shim.
-The launcher moves the first process into the cgroup, pins and attaches the pod's
-network, tells the first process to go, and learns from the error pipe whether the command started. Detached, it
+The first process moves itself into the cgroup (the launcher moves it for a pod in a
+user namespace, where it may not write the host's cgroup files); the launcher pins
+and attaches the pod's network, tells the first process to go, and learns from the error pipe whether the command started. Detached, it
 then exits; in the foreground, it waits for the shim and returns the pod's exit code.
 
 A launcher that dies half-way leaves a pod in prepare/ whose lock is held only if
@@ -110,7 +111,10 @@ class Launcher:
             if joined_pod(spec.net):
                 join_fds = self._joined_namespaces(spec, record)
                 fds.extend(join_fds)
-            pod.write_json("pod.json", record)
+            # After a crash of the machine gc needs the record only to release what outlives
+            # a reboot outside the pod's directory: the network's address lease and port
+            # reservations, a user namespace's uid range. Without those, no disk flush.
+            pod.write_json("pod.json", record, durable=spec.net == "default" or spec.private_users)
             cgroup.create(spec.limits)
             pid_r, pid_w = os.pipe()
             go_r, go_w = os.pipe()
@@ -143,8 +147,10 @@ class Launcher:
             first_pid = int(data)
             (pod.path / "pid").write_text(str(first_pid))
             # Only the pod's own processes go into its cgroup: never the shim, which must
-            # outlive an OOM kill or a kill of the whole cgroup to record it.
-            cgroup.add_process(first_pid)
+            # outlive an OOM kill or a kill of the whole cgroup to record it. The first
+            # process joins it itself (stage2), except inside a user namespace.
+            if spec.private_users:
+                cgroup.add_process(first_pid)
             try:
                 pod_ip = self._attach_network(pod, spec, first_pid)
             except Exception as e:
@@ -162,7 +168,7 @@ class Launcher:
                 raise LaunchError(error.strip())
             pod = self.pods.move(pod, "run")
             started = True
-            pod.write_json("started", {"started": time.time()})
+            pod.write_json("started", {"started": time.time()}, durable=False)  # only shown by status
             if on_started is not None:
                 on_started(pod)
             if detach:
@@ -246,13 +252,13 @@ class Launcher:
             for fd in join_fds:
                 linux.setns(fd)
             if userns_fd < 0:
+                cgroup_files = cgroup.join_files()
                 watched = self._fork_first(spec, pod, layers, pid_w=pid_w, go_r=go_r, err_w=err_w,
-                                           stdio=stdio, close_in_first=own)
+                                           stdio=stdio, close_in_first=own, cgroup_files=cgroup_files)
             else:
                 # Everything the pod's first process imports must be loaded now: inside the
                 # user namespace this process is an unprivileged uid that may not read the
                 # Python installation (e.g. under /root).
-                import socket  # noqa: F401
                 import traceback  # noqa: F401
 
                 linux.unshare(linux.CLONE_NEWNS)
@@ -285,7 +291,8 @@ class Launcher:
             os._exit(125)
 
     def _fork_first(self, spec: PodSpec, pod: Pod, layers: Sequence[Path], *, pid_w: int, go_r: int,
-                    err_w: int, stdio: tuple[int, int, int], close_in_first: Sequence[int]) -> int:
+                    err_w: int, stdio: tuple[int, int, int], close_in_first: Sequence[int],
+                    cgroup_files: Sequence[str] = ()) -> int:
         """Unshare the pod's namespaces and fork its first process (PID 1 inside), whose
         host PID goes to the launcher through pid_w."""
         linux.unshare(namespace_flags(spec))
@@ -295,7 +302,7 @@ class Launcher:
             os.set_blocking(err_w, True)
             fcntl_cloexec(err_w)
             stage2.run(spec, rootfs=pod.path / "rootfs", layers=layers, upper=pod.path / "upper",
-                       work=pod.path / "work", go_fd=go_r, error_fd=err_w, stdio=stdio)
+                       work=pod.path / "work", go_fd=go_r, error_fd=err_w, stdio=stdio, cgroup_files=cgroup_files)
             os._exit(126)
         os.write(pid_w, str(first).encode())
         _close(pid_w, go_r, err_w, *[fd for fd in stdio if fd > 2])

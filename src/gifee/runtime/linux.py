@@ -144,19 +144,32 @@ def limit_capabilities(keep: frozenset[int]) -> None:
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
+AF_INET = 2
+SOCK_DGRAM = 2
+SOCK_CLOEXEC = 0o2000000
+
+
+class _IfReq(ctypes.Structure):  # struct ifreq, as SIOCGIFFLAGS/SIOCSIFFLAGS use it
+    _fields_ = [("name", ctypes.c_char * 16), ("flags", ctypes.c_short), ("pad", ctypes.c_char * 22)]
 
 
 def set_link_up(name: str) -> None:
     """Bring an interface of the current network namespace up (for `lo`: no CNI
-    plugin process needed for a pod that has no other network)."""
-    import fcntl
-    import socket
-    import struct
+    plugin process needed for a pod that has no other network). Through libc, not the
+    socket module: this runs in the pod's first process, which must not import."""
+    fd = _check(_libc.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), "socket(AF_INET)")
+    try:
+        request = _IfReq(name.encode(), 0)
+        _check(_libc.ioctl(fd, ctypes.c_ulong(SIOCGIFFLAGS), ctypes.byref(request)), f"SIOCGIFFLAGS {name}")
+        request.flags |= IFF_UP
+        _check(_libc.ioctl(fd, ctypes.c_ulong(SIOCSIFFLAGS), ctypes.byref(request)), f"SIOCSIFFLAGS {name}")
+    finally:
+        os.close(fd)
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        request = struct.pack("16sh22x", name.encode(), 0)
-        flags = struct.unpack("16sh22x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, request))[1]
-        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sh22x", name.encode(), flags | IFF_UP))
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), f"sethostname({name})")
 
 
 AT_FDCWD = -100

@@ -25,9 +25,7 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,17 +61,33 @@ class PodNotFound(PodError):
     pass
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def new_uuid() -> str:
+    """A random (version 4) UUID, as uuid.uuid4() makes it; the uuid module costs more to
+    import (it loads platform) than all of this."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Readers see the old content or the new, never a part (rename). `durable` also
+    makes the content survive a crash of the machine (fsync before the rename), which
+    costs a disk flush: a record nothing needs after a reboot can go without."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.rename(tmp, path)
 
 
 @dataclasses.dataclass
 class Pod:
+    """A pod directory: where it is (its state directory) tells half its state."""
+
     uuid: str
     path: Path
     directory: str
@@ -118,8 +132,8 @@ class Pod:
             return None
         return data if isinstance(data, dict) else None
 
-    def write_json(self, name: str, data: dict[str, Any]) -> None:
-        write_atomic(self.path / name, json.dumps(data, indent=1, sort_keys=True).encode())
+    def write_json(self, name: str, data: dict[str, Any], durable: bool = True) -> None:
+        write_atomic(self.path / name, json.dumps(data, indent=1, sort_keys=True).encode(), durable)
 
     @property
     def pid(self) -> int | None:
@@ -149,7 +163,7 @@ class Pods:
         """A new pod in prepare/, and the descriptor that holds its lock (inheritable,
         so the shim can keep holding it after the launcher is gone)."""
         self.ensure()
-        pod_id = str(uuid.uuid4())
+        pod_id = new_uuid()
         path = self.root / "prepare" / pod_id
         path.mkdir(mode=0o700)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -190,5 +204,7 @@ class Pods:
         raise PodNotFound(f"pod {uuid_} disappeared")
 
     def remove_tree(self, pod: Pod) -> None:
+        import shutil
+
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(pod.path)

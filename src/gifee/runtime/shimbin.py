@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
-import shutil
-import subprocess
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("shim.c")
@@ -19,6 +16,10 @@ def shim_binary(lib_dir: Path) -> Path:
     target = lib_dir / f"gifee-shim-{digest}"
     if target.exists():
         return target
+    import secrets  # building is rare (once per shim.c version): its imports only then
+    import shutil
+    import subprocess
+
     lib_dir.mkdir(parents=True, exist_ok=True)
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -57,12 +56,15 @@ class SpecError(ValueError):
 
 _DECIMAL_SUFFIX = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
 _BINARY_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([a-zA-Z]{0,2})$")
+# A pattern, not a compiled regex: compiled (and cached by re) only when a quantity is given.
+_QUANTITY = r"^([0-9]+(?:\.[0-9]+)?)([a-zA-Z]{0,2})$"
 
 
 def parse_cpu(text: str) -> int:
     """Millicores from a CPU quantity: "750m" -> 750, "2" -> 2000, "0.25" -> 250."""
-    m = _QUANTITY.match(text.strip())
+    from decimal import Decimal  # only with a CPU option: not on every pod's start
+
+    m = re.match(_QUANTITY, text.strip())
     if not m or m.group(2) not in ("", "m"):
         raise SpecError(f"--cpu={text}: not a CPU quantity (examples: 750m, 1, 1.5)")
     value = Decimal(m.group(1))
@@ -74,7 +76,9 @@ def parse_cpu(text: str) -> int:
 
 def parse_memory(text: str) -> int:
     """Bytes from a memory quantity: "128M" -> 128000000, "128Mi" -> 134217728."""
-    m = _QUANTITY.match(text.strip())
+    from decimal import Decimal, InvalidOperation  # only with --memory
+
+    m = re.match(_QUANTITY, text.strip())
     if not m:
         raise SpecError(f"--memory={text}: not a memory quantity (examples: 128M, 128Mi, 1G)")
     number, suffix = m.groups()
@@ -90,8 +94,12 @@ def parse_memory(text: str) -> int:
     return int(value)
 
 
+# Every dataclass here has a docstring: without one, dataclass() makes one from
+# inspect.signature, which costs as much again on every start of `gifee run`.
 @dataclasses.dataclass(frozen=True)
 class PortMap:
+    """A host port forwarded to a pod port (--port)."""
+
     host_port: int
     pod_port: int
     protocol: str = "tcp"
@@ -122,6 +130,8 @@ def parse_port(text: str) -> PortMap:
 
 @dataclasses.dataclass(frozen=True)
 class Volume:
+    """A host path bound into the pod (--volume)."""
+
     host_path: str
     pod_path: str
     read_only: bool = False
@@ -162,6 +172,8 @@ def parse_env(text: str) -> tuple[str, str]:
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
+    """The pod's cgroup limits; None is no limit."""
+
     cpu_millis: int | None = None
     memory_bytes: int | None = None
     pids: int | None = None
@@ -186,6 +198,8 @@ class Dns:
 
 @dataclasses.dataclass(frozen=True)
 class PodSpec:
+    """Everything a pod is, as plain data (see the module's docstring)."""
+
     image_name: str
     image_digest: str
     argv: tuple[str, ...]

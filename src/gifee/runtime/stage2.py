@@ -2,6 +2,8 @@
 
 This runs in a process forked by the launcher after it entered fresh UTS, IPC,
 network and PID namespaces (it is PID 1 of the pod). In order it:
+  0. moves itself into the pod's cgroup (unless the launcher does, for a pod in a
+     user namespace), so that everything the pod runs is counted and limited;
   1. enters its own mount namespace and makes every mount private, so nothing here
      propagates to the host;
   2. mounts an overlay of the image's read-only layers with the pod's upper dir;
@@ -25,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gifee.runtime import linux
+from gifee.runtime.cgroups import join as join_cgroup
 from gifee.runtime.rootfs import make_dirs_in_root, resolve_in_root
 from gifee.runtime.spec import PodSpec
 
@@ -194,11 +197,13 @@ def run(
     go_fd: int,
     error_fd: int,
     stdio: tuple[int, int, int],
+    cgroup_files: Sequence[str] = (),
 ) -> None:
     try:
         # The pod lives no longer than its shim (our parent, outside the PID namespace):
         # a pod nobody watches would show as exited while it ran on.
         linux.set_parent_death_signal(9)
+        join_cgroup(cgroup_files)
         linux.unshare(linux.CLONE_NEWNS)
         if spec.net != "host":
             linux.set_link_up("lo")
@@ -216,9 +221,7 @@ def run(
         _write_etc(rootfs, spec, None if pod_ip == "-" else pod_ip)
         _pivot(rootfs)
         if spec.net != "host" and not spec.net.startswith("pod:"):  # a joined pod's UTS is shared
-            import socket
-
-            socket.sethostname(spec.hostname)
+            linux.sethostname(spec.hostname)
         if spec.readonly_root:
             linux.mount("/", "/", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)
         os.chdir(spec.cwd)
