@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +24,8 @@ def fsync_dir(path: Path) -> None:
 def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never a part."""
     directory = tmp_dir or path.parent
+    import tempfile  # writing only: `gifee run` reads
+
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:

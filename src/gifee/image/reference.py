@@ -28,6 +28,8 @@ _MAX_NAME = 255
 
 @dataclass(frozen=True)
 class Reference:
+    """A parsed image name."""
+
     repository: str
     tag: str
 

@@ -8,6 +8,9 @@ public keys; anything but Ed25519 is refused.
 
 Theory of operation: bytes in, bytes or booleans out. Where signatures are
 kept (OCI referrers in the store) and which keys are trusted is trust.py's job.
+Checking a signature (`load_public_raw`, `verify_raw`: what `gifee run` does)
+goes through ed25519.py, without importing `cryptography`; making keys and
+signatures uses `cryptography`, imported when needed.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import base64
 import binascii
 import hashlib
 import json
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
+from gifee.image import ed25519
 from gifee.image.errors import ImageError
+
+if TYPE_CHECKING:  # imported where used: `gifee run` only checks, through ed25519.py
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 ALGORITHM = "ed25519"
 
@@ -32,16 +36,24 @@ class BadKey(ImageError):
 
 def generate() -> tuple[bytes, bytes]:
     """A new key pair as (private PEM, public PEM)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return private, public_pem(key.public_key())
 
 
 def public_pem(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def load_private(pem: bytes, where: str) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as e:
@@ -52,6 +64,9 @@ def load_private(pem: bytes, where: str) -> Ed25519PrivateKey:
 
 
 def load_public(pem: bytes, where: str) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         key = serialization.load_pem_public_key(pem)
     except (ValueError, TypeError) as e:
@@ -61,8 +76,25 @@ def load_public(pem: bytes, where: str) -> Ed25519PublicKey:
     return key
 
 
+def load_public_raw(pem: bytes, where: str) -> bytes:
+    """The raw 32 bytes of a PEM Ed25519 public key; BadKey as load_public for anything else."""
+    raw = ed25519.raw_public_key(pem)
+    if raw is not None:
+        return raw
+    return raw_bytes(load_public(pem, where))  # another PEM form: cryptography knows them all
+
+
+def raw_bytes(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
 def fingerprint(key: Ed25519PublicKey) -> str:
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return fingerprint_raw(raw_bytes(key))
+
+
+def fingerprint_raw(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
@@ -89,8 +121,21 @@ def parse_payload(data: bytes) -> tuple[str, bytes] | None:
 
 
 def verify(key: Ed25519PublicKey, manifest_digest: str, signature: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+
     try:
         key.verify(signature, manifest_digest.encode())
         return True
     except InvalidSignature:
         return False
+
+
+def verify_raw(key: bytes, manifest_digest: str, signature: bytes) -> bool:
+    """verify() with the key's raw 32 bytes: through the system's OpenSSL when it can be
+    reached, else through cryptography."""
+    valid = ed25519.verify(key, manifest_digest.encode(), signature)
+    if valid is not None:
+        return valid
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    return verify(Ed25519PublicKey.from_public_bytes(key), manifest_digest, signature)

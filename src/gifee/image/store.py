@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -137,6 +135,8 @@ class ImageStore:
 
     def put_stream(self, stream: IO[bytes] | Any, expected: str | None = None, what: str = "blob") -> str:
         """Copy a stream into the store, hashing it; visible only if its digest is `expected` (when given)."""
+        import tempfile  # writing: not on the path of `gifee run`, which only reads
+
         self.ensure()
         fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix="blob-")
         sha = hashlib.sha256()
@@ -342,6 +342,9 @@ class ImageStore:
         for i, layer in enumerate(image.layers):
             final = self.unpacked / oci.digest_hex(layer["digest"])
             if not final.is_dir():
+                import shutil
+                import tempfile
+
                 tmp = Path(tempfile.mkdtemp(dir=self.tmp, prefix="layer-"))
                 try:
                     os.chmod(tmp, 0o755)
@@ -359,6 +362,9 @@ class ImageStore:
 
     def flatten(self, image: Image, dest: Path) -> None:
         """Write the image's merged root file system to `dest` (which must not exist or be empty)."""
+        import shutil
+        import tempfile
+
         dest = Path(dest)
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             raise ImageError(f"{dest}: exists and is not an empty directory")

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from gifee.image import oci, signing
 from gifee.image.errors import ImageError, ImageNotTrusted
 from gifee.image.fsutil import atomic_write
 from gifee.image.reference import parse_prefix, parse_reference, prefixes_of
 from gifee.image.store import Image, ImageStore
+
+if TYPE_CHECKING:  # checking a signature needs no cryptography import (signing.verify_raw)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = ["ImageNotTrusted", "TrustStore", "TrustedKey", "add_signature", "signatures_of"]
 
@@ -72,6 +74,8 @@ def signatures_of(store: ImageStore, image: Image) -> list[tuple[str, bytes]]:
 
 @dataclass(frozen=True)
 class TrustedKey:
+    """A key file of the trust store and what it is trusted for."""
+
     prefix: str  # "" for a root key
     fingerprint: str
     path: Path
@@ -103,17 +107,18 @@ class TrustStore:
             out.append(TrustedKey(path.parent.relative_to(prefix_dir).as_posix(), path.stem, path))
         return out
 
-    def keys_for(self, repository: str) -> dict[str, Ed25519PublicKey]:
-        """Keys trusted for `repository`, by fingerprint (the file name is not believed: re-derived)."""
-        found: dict[str, Ed25519PublicKey] = {}
+    def keys_for(self, repository: str) -> dict[str, bytes]:
+        """Keys (raw 32 bytes) trusted for `repository`, by fingerprint (the file name is not
+        believed: re-derived)."""
+        found: dict[str, bytes] = {}
         for prefix in [""] + prefixes_of(repository):
             directory = self._dir(prefix)
             for path in sorted(directory.glob("*.pem")) if directory.is_dir() else []:
                 try:
-                    key = signing.load_public(path.read_bytes(), str(path))
+                    key = signing.load_public_raw(path.read_bytes(), str(path))
                 except ImageError:
                     continue
-                found[signing.fingerprint(key)] = key
+                found[signing.fingerprint_raw(key)] = key
         return found
 
     def check(self, store: ImageStore, image: Image) -> str:
@@ -126,7 +131,7 @@ class TrustStore:
         signatures = signatures_of(store, image)
         for keyid, signature in signatures:
             key = keys.get(keyid)
-            if key is not None and signing.verify(key, image.manifest_digest, signature):
+            if key is not None and signing.verify_raw(key, image.manifest_digest, signature):
                 return keyid
         hint = "run with --insecure-options=image to run it anyway"
         if not signatures:
