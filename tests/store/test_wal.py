@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import tempfile
 import time
@@ -281,16 +282,17 @@ def test_append_continuity(tmp_path: Path) -> None:
     assert read_all(tmp_path) == [(5, b"a"), (6, b"b"), (7, b"c")]
 
 
-def test_failed_write_is_rolled_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    log, _ = WriteAheadLog.open(tmp_path)
+@pytest.mark.parametrize("preallocate", [0, 4096])
+def test_failed_write_is_rolled_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preallocate: int) -> None:
+    log, _ = WriteAheadLog.open(tmp_path, preallocate_bytes=preallocate)
     log.append(make_records(1, 3))
-    real_write = os.write
+    real_pwrite = os.pwrite
 
-    def half_then_fail(fd: int, data: bytes | memoryview) -> int:
-        real_write(fd, data[: len(data) // 2])
+    def half_then_fail(fd: int, data: bytes | memoryview, offset: int) -> int:
+        real_pwrite(fd, data[: len(data) // 2], offset)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "write", half_then_fail)
+    monkeypatch.setattr(os, "pwrite", half_then_fail)
     with pytest.raises(OSError, match="No space"):
         log.append(make_records(4, 3))
     monkeypatch.undo()
@@ -298,6 +300,56 @@ def test_failed_write_is_rolled_back(tmp_path: Path, monkeypatch: pytest.MonkeyP
     log.append(make_records(4, 1))
     log.close()
     assert read_all(tmp_path) == make_records(1, 4)
+
+
+# --- preallocation --------------------------------------------------------------------------------------
+
+
+def test_preallocated_segments(tmp_path: Path) -> None:
+    """Only the open last segment has a reserved zero tail; sealed and closed segments end at their records."""
+    records = make_records(1, 60)
+    log, _ = WriteAheadLog.open(tmp_path, segment_bytes=400, preallocate_bytes=300)
+    for start in range(0, len(records), 3):
+        log.append(records[start : start + 3])
+        files = segment_files(tmp_path)
+        assert len(files) >= 1
+        for sealed in files[:-1]:
+            data = sealed.read_bytes()
+            assert decode_records(data, is_last_segment=False, name=str(sealed))[1] == len(data)
+        last = files[-1].read_bytes()
+        valid = decode_records(last, is_last_segment=True, name="")[1]
+        assert last[valid:] == bytes(len(last) - valid)
+    assert len(segment_files(tmp_path)) > 3
+    assert segment_files(tmp_path)[-1].stat().st_size > 0
+    log.sync()
+    log.close()
+    assert log.size_bytes() == sum(p.stat().st_size for p in segment_files(tmp_path))
+    assert read_all(tmp_path) == records
+
+
+def test_preallocated_tail_after_crash(tmp_path: Path) -> None:
+    """A crash leaves the reserved zeros; opening drops them quietly and appends after the last record."""
+    records = make_records(1, 10)
+    log, _ = WriteAheadLog.open(tmp_path / "live", preallocate_bytes=4096)
+    log.append(records)
+    log.sync()
+    crashed = tmp_path / "crashed"
+    shutil.copytree(tmp_path / "live", crashed)  # the files as kill -9 leaves them: not closed
+    log.close()
+    assert segment_files(crashed)[-1].stat().st_size == 4096
+    again, got = WriteAheadLog.open(crashed, preallocate_bytes=4096)
+    assert got == records
+    again.append([(11, b"eleven")])
+    again.sync()
+    assert segment_files(crashed)[-1].stat().st_size > 4096  # reserved again, ahead of the records
+    again.close()
+    assert read_all(crashed) == records + [(11, b"eleven")]
+    again, _ = WriteAheadLog.open(crashed, preallocate_bytes=4096)
+    again.append([(12, b"twelve")])
+    again.reset_to(100)  # the old segment loses its reserved tail before the new one exists
+    again.append([(100, b"hundred")])
+    again.close()
+    assert read_all(crashed) == [(100, b"hundred")]
 
 
 # --- release_before and reset_to ------------------------------------------------------------------------

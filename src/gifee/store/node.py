@@ -62,7 +62,7 @@ from gifee.store.raft.types import Entry as RaftEntry
 from gifee.store.raft.types import Message as RaftMessage
 from gifee.store.raft.types import Snapshot as RaftSnapshot
 from gifee.store.raftnode import RaftNode
-from gifee.store.raftstorage import RaftStorage
+from gifee.store.raftstorage import PREALLOCATE_BYTES, RaftStorage
 from gifee.store.statemachine import (
     Applied,
     StateMachine,
@@ -405,7 +405,9 @@ class Store:
         self._snapshot_size = len(loaded[1]) if loaded else 0
         if self.member_id in self.sm.membership.removed:
             raise RuntimeError("the member has been permanently removed from the cluster")
-        storage, hard, entries = RaftStorage.open(self._member_dir / "wal", self.sm.applied_index)
+        storage, hard, entries = RaftStorage.open(
+            self._member_dir / "wal", self.sm.applied_index, preallocate_bytes=PREALLOCATE_BYTES
+        )
         fresh = loaded is None and not entries and hard == HardState()
         if fresh and joining is None:
             changes = [

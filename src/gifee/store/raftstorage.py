@@ -24,6 +24,10 @@ from gifee.store.wal import WalCorruptError, WriteAheadLog
 
 ENTRY = 1
 HARD_STATE = 2
+# How far a member's WAL file is reserved ahead of its records: an fdatasync then commits only data, not a
+# new file size (about half the time on ext4), once per batch of writes. Reserved in steps, not one
+# segment's 64 MiB at once, so that an idle member (or a test's) takes little space.
+PREALLOCATE_BYTES = 16 * 2**20
 _ENTRY_HEAD = struct.Struct("<BQQB")  # kind, index, term, type
 _HARD_STATE = struct.Struct("<BQQQ")  # kind, term, vote, commit
 
@@ -43,9 +47,11 @@ class RaftStorage:
         self._last_entry = max(positions, default=0)
 
     @classmethod
-    def open(cls, directory: Path, snapshot_index: int) -> tuple[RaftStorage, HardState, list[Entry]]:
+    def open(
+        cls, directory: Path, snapshot_index: int, preallocate_bytes: int = 0
+    ) -> tuple[RaftStorage, HardState, list[Entry]]:
         """Open the WAL in directory; return the storage, the last hard state, and the entries after the snapshot."""
-        wal, records = WriteAheadLog.open(directory)
+        wal, records = WriteAheadLog.open(directory, preallocate_bytes=preallocate_bytes)
         hard = HardState()
         entries: list[Entry] = []
         positions: dict[int, int] = {}

@@ -23,14 +23,20 @@ Rules
   state, so the log then refuses every further operation but ``close`` and the caller must reopen it.
 * Only whole segment files are deleted, oldest first, with the directory fsynced after each unlink, so a
   crash at any point leaves a run of consecutive sequence numbers on disk.
+* With ``preallocate_bytes`` the last segment's file is reserved ahead of the records (``fallocate``, as
+  etcd does): an fdatasync of records written into reserved space need not also commit a new file size, which
+  on ext4 makes it about twice as fast.  The reserved tail reads as zeros, which is a torn tail; it is cut off
+  before a segment stops being the last (rollover, reset, close), so only the last segment ever has one.
 
 Theory of operation
 -------------------
 Segment files are named ``f"{seq:016x}-{first_index:016x}.wal"``.  ``seq`` grows by one for every segment
 created; ``first_index`` is the index the segment's first record has (or will have, while it is empty).  The
 log appends to the segment with the highest ``seq`` and, before writing a batch, rolls over to a new one once
-the current segment has reached ``segment_bytes``: it fdatasyncs the old segment (so only the last segment can
-ever have a torn tail), then creates the new file and fsyncs it and the directory.
+the current segment has reached ``segment_bytes``: it cuts off the old segment's reserved tail and fsyncs it
+(so only the last segment can ever have a torn tail), then creates the new file and fsyncs it and the
+directory.  Records are written with ``pwrite`` at the segment's logical size, never at the file's end, which
+may lie in the reserved tail.
 
 ``open`` reads and decodes every segment, checks that each segment's first record matches its name and that
 the segments continue one another, truncates a torn tail of the last segment and returns every record.  A
@@ -46,6 +52,8 @@ second process opening it (locking the data directory is the server's job).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import re
@@ -195,6 +203,7 @@ class WriteAheadLog:
         segments: list[_Segment],
         next_seq: int,
         last_index: int,
+        preallocate_bytes: int = 0,
     ) -> None:
         self._directory = directory
         self._dir_fd: int | None = dir_fd
@@ -207,23 +216,36 @@ class WriteAheadLog:
         # After a failed write or fsync the file's state is unknown (a failed fsync may already have dropped
         # dirty pages), so further appends could sit on top of lost records; refuse them instead.
         self._failed: BaseException | None = None
+        self._preallocate = preallocate_bytes
+        self._reserved = 0  # the current segment file's size: its records plus any reserved zero tail
         if segments:
             self._fd = _open_for_append(segments[-1].path)
+            self._reserved = segments[-1].size
 
     @classmethod
     def open(
-        cls, directory: str | os.PathLike[str], *, segment_bytes: int = 64 * 2**20
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        segment_bytes: int = 64 * 2**20,
+        preallocate_bytes: int = 0,
     ) -> tuple[WriteAheadLog, list[tuple[int, bytes]]]:
-        """Open (creating if needed) the log in ``directory``; return it and every record it holds."""
+        """Open (creating if needed) the log in ``directory``; return it and every record it holds.
+
+        ``preallocate_bytes`` > 0 reserves the current segment's file that far ahead of its records.
+        """
         if segment_bytes < 1:
             raise ValueError(f"segment_bytes must be positive, not {segment_bytes}")
+        if preallocate_bytes < 0:
+            raise ValueError(f"preallocate_bytes must not be negative, not {preallocate_bytes}")
         path = os.fspath(directory)
         os.makedirs(path, exist_ok=True)
         dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             segments, records, last_index = _recover(path, dir_fd)
             next_seq = segments[-1].seq + 1 if segments else 1
-            return cls(path, dir_fd, segment_bytes, segments, next_seq, last_index), records
+            log = cls(path, dir_fd, segment_bytes, segments, next_seq, last_index, preallocate_bytes)
+            return log, records
         except BaseException:
             os.close(dir_fd)
             raise
@@ -261,21 +283,47 @@ class WriteAheadLog:
         fd = self._fd
         assert fd is not None
         segment = self._segments[-1]
+        if self._preallocate and segment.size + len(data) > self._reserved:
+            self._reserve(fd, segment.size + len(data))
         try:
-            written = os.write(fd, data)
+            written = os.pwrite(fd, data, segment.size)
             if written < len(data):
                 view = memoryview(data)
                 while written < len(data):
-                    written += os.write(fd, view[written:])
+                    written += os.pwrite(fd, view[written:], segment.size + written)
         except BaseException:
             # A partial batch left in place would make every later append look like mid-file corruption.
             try:
                 os.ftruncate(fd, segment.size)
+                self._reserved = segment.size
             except BaseException as truncate_exc:
                 self._failed = truncate_exc
             raise
         segment.size += len(data)
+        self._reserved = max(self._reserved, segment.size)
         self._last_index = records[-1][0]
+
+    def _reserve(self, fd: int, needed: int) -> None:
+        """Reserve the current segment's file up to at least ``needed`` bytes, ``preallocate_bytes`` ahead."""
+        start = self._reserved
+        length = max(needed, min(self._segment_bytes, start + self._preallocate)) - start
+        try:
+            os.posix_fallocate(fd, start, length)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                self._preallocate = 0  # the file system cannot; writes extend the file as they go
+            # Otherwise (ENOSPC, say) the write itself decides whether there is room.
+            return
+        self._reserved = start + length
+
+    def _cut_reserved_tail(self) -> bool:
+        """Cut the current segment's file back to its records; whether there was a tail to cut."""
+        segment = self._segments[-1] if self._segments else None
+        if self._fd is None or segment is None or self._reserved <= segment.size:
+            return False
+        os.ftruncate(self._fd, segment.size)
+        self._reserved = segment.size
+        return True
 
     def sync(self) -> None:
         """Make every appended record durable (fdatasync of the current segment)."""
@@ -306,12 +354,22 @@ class WriteAheadLog:
         if next_index < 1:
             raise ValueError(f"indexes must be positive, not {next_index}")
         if self._fd is not None:
-            # Leftovers of an interrupted reset are decoded as non-last segments, which forgive no torn tail.
-            self.sync()
+            # Leftovers of an interrupted reset are decoded as non-last segments, which forgive no torn tail
+            # (nor a reserved one).
+            try:
+                cut = self._cut_reserved_tail()
+            except BaseException as exc:
+                self._failed = exc
+                raise
+            if cut:
+                self._fsync_current()
+            else:
+                self.sync()
         old = self._segments
         old_fd = self._fd
         self._segments = []
         self._fd = None
+        self._reserved = 0
         self._sealed_bytes = 0
         try:
             if old_fd is not None:
@@ -328,6 +386,10 @@ class WriteAheadLog:
     def close(self) -> None:
         """Close the files; appended but unsynced records may or may not survive."""
         if self._fd is not None:
+            if self._failed is None:
+                # A cleanly stopped log leaves no reserved tail behind (a crash does; `open` drops it).
+                with contextlib.suppress(OSError):
+                    self._cut_reserved_tail()
             os.close(self._fd)
             self._fd = None
         if self._dir_fd is not None:
@@ -350,8 +412,17 @@ class WriteAheadLog:
 
     def _roll_over(self, first_index: int) -> None:
         assert self._fd is not None
-        # Only the last segment may have a torn tail, so the one being sealed must be complete on disk first.
-        self.sync()
+        # Only the last segment may have a torn tail (or a reserved one), so the one being sealed must be
+        # complete on disk, and no longer than its records, first.
+        try:
+            cut = self._cut_reserved_tail()
+        except BaseException as exc:
+            self._failed = exc
+            raise
+        if cut:
+            self._fsync_current()
+        else:
+            self.sync()
         try:
             os.close(self._fd)
             self._fd = None
@@ -361,11 +432,21 @@ class WriteAheadLog:
             self._failed = exc
             raise
 
+    def _fsync_current(self) -> None:
+        """fsync, not fdatasync: the file just got shorter, and its new size must be on disk too."""
+        assert self._fd is not None
+        try:
+            os.fsync(self._fd)
+        except BaseException as exc:
+            self._failed = exc
+            raise
+
     def _add_segment(self, first_index: int) -> None:
         assert self._dir_fd is not None
         seq = self._next_seq
         path = os.path.join(self._directory, f"{seq:016x}-{first_index:016x}.wal")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self._reserved = 0
         try:
             os.fsync(fd)
             os.fsync(self._dir_fd)
@@ -384,7 +465,8 @@ class WriteAheadLog:
 
 
 def _open_for_append(path: str) -> int:
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    # Not O_APPEND: records go at the segment's logical end (pwrite), which may precede a reserved tail.
+    return os.open(path, os.O_WRONLY | os.O_CLOEXEC)
 
 
 def _list_segments(directory: str) -> list[_Segment]:
@@ -446,8 +528,17 @@ def _recover(directory: str, dir_fd: int) -> tuple[list[_Segment], list[tuple[in
         return [], [], 0
     last = segments[-1]
     if valid_len < last.size:
-        logger.warning(
-            "%s: truncating torn tail of %d bytes at offset %d", last.path, last.size - valid_len, valid_len
+        with open(last.path, "rb") as f:
+            f.seek(valid_len)
+            tail_is_zeros = _all_zero(memoryview(f.read()))
+        # A tail of zeros is what a crash leaves of the space reserved ahead of the records (or of a
+        # file extended with nothing written yet): no damage worth a warning.
+        logger.log(
+            logging.DEBUG if tail_is_zeros else logging.WARNING,
+            "%s: truncating torn tail of %d bytes at offset %d",
+            last.path,
+            last.size - valid_len,
+            valid_len,
         )
         fd = os.open(last.path, os.O_WRONLY | os.O_CLOEXEC)
         try:
