@@ -1,14 +1,22 @@
 """gifee run against runc run and crun run, on the same busybox root file system.
 
-    sudo python benchmarks/runtime_bench.py [--rounds 20] [--pods 100]
+    sudo python3 benchmarks/runtime_bench.py [--rounds 20] [--pods 100]   (--pods 0: part 1 only)
+
+gifee is started as an installed user starts it: the `gifee` console script beside the
+interpreter (sys.executable; a pyenv shim's python3 runs the real one), with gifee's
+bytecode compiled first as pip compiles it on install. If the interpreter cannot import
+gifee by itself, the checkout's src/ goes on PYTHONPATH (what an editable install's
+.pth adds).
 
 Part 1, start-to-exit wall time of a pod that runs `true`, alternating the runtimes in
 each round so that the machine's noise hits all of them alike:
   - gifee run (signature verified, every blob re-hashed), --net=none: the same
     isolation as runc's default bundle (own network namespace with only lo);
   - gifee run with the default network (bridge, address, CNI plugins);
-  - runc run and crun run of an OCI bundle whose rootfs is the image's root.
-Reported: median per runtime and the median of per-round ratios gifee/runc.
+  - runc run and crun run of an OCI bundle whose rootfs is the image's root;
+  - the interpreter alone (`python3 -c pass`, and with -I -S), the floor under any
+    Python command on this machine.
+Reported: median per runtime and the median of per-round ratios to runc's time.
 
 Part 2, 100 detached `sleep` pods: time to start them one after another, to list
 them, to stop and remove them; the memory they add beyond their own processes (the
@@ -18,6 +26,7 @@ shims' resident sizes), and the pods' own memory as their cgroups count it.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -34,8 +43,24 @@ sys.path.insert(0, str(REPO))
 IMAGE = "example.com/busybox:bench"
 
 
+def gifee_command() -> list[str]:
+    """How a user runs gifee: its console script, else `python -m gifee`."""
+    script = Path(sys.executable).with_name("gifee")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gifee"]
+
+
+def prepare_interpreter() -> None:
+    """gifee importable by the interpreter alone, and its bytecode compiled (as pip does
+    on install; PYTHONDONTWRITEBYTECODE would otherwise make every run compile)."""
+    check = subprocess.run([sys.executable, "-c", "import gifee.cli"], capture_output=True, cwd="/")
+    if check.returncode != 0:
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
+    sys.path.insert(0, str(REPO / "src"))
+    compileall.compile_dir(str(REPO / "src" / "gifee"), quiet=1)
+
+
 def gifee(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gifee", "--dir", str(data_dir), *args],
+    return subprocess.run([*gifee_command(), "--dir", str(data_dir), *args],
                           capture_output=True, text=True, check=True)
 
 
@@ -74,12 +99,14 @@ def setup(work: Path) -> tuple[Path, Path]:
 
 
 def start_times(data_dir: Path, bundle: Path, rounds: int) -> None:
-    py = [sys.executable, "-m", "gifee", "--dir", str(data_dir), "run", IMAGE]
+    py = [*gifee_command(), "--dir", str(data_dir), "run", IMAGE]
     runners = {
         "gifee --net=none": py + ["--net=none", "--", "/bin/true"],
         "gifee (bridge)": py + ["--", "/bin/true"],
         "runc run": ["runc", "run", "bench-runc"],
         "crun run": crun_command("bench-crun"),
+        "python3 -c pass": [sys.executable, "-c", "pass"],
+        "python3 -I -S": [sys.executable, "-I", "-S", "-c", "pass"],
     }
     times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
@@ -89,7 +116,7 @@ def start_times(data_dir: Path, bundle: Path, rounds: int) -> None:
     for name, values in times.items():
         print(f"  {name:18} median {statistics.median(values) * 1000:7.1f} ms   "
               f"min {min(values) * 1000:7.1f} ms")
-    for name in ("gifee --net=none", "gifee (bridge)", "crun run"):
+    for name in ("gifee --net=none", "gifee (bridge)", "crun run", "python3 -c pass", "python3 -I -S"):
         ratios = [a / b for a, b in zip(times[name], times["runc run"], strict=True)]
         print(f"  {name} / runc run: median ratio {statistics.median(ratios):.2f}")
 
@@ -154,15 +181,18 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"needs {tool} (apt-get install {tool})", file=sys.stderr)
             return 1
+    prepare_interpreter()
     with tempfile.TemporaryDirectory(prefix="gifee-runtime-bench-") as tmp:
         data_dir, bundle = setup(Path(tmp))
         try:
+            print(f"gifee started as: {' '.join(gifee_command())}; load average {os.getloadavg()[0]:.2f}")
             print(f"start to exit of `true`, {args.rounds} rounds, alternating:")
             start_times(data_dir, bundle, args.rounds)
+            print(f"load average {os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min)")
             if args.pods:
                 many_pods(data_dir, args.pods)
         finally:
-            subprocess.run([sys.executable, "-m", "gifee", "--dir", str(data_dir), "gc", "--grace-period=0s"],
+            subprocess.run([*gifee_command(), "--dir", str(data_dir), "gc", "--grace-period=0s"],
                            capture_output=True)
             from gifee.runtime.network import PodNetwork
 
