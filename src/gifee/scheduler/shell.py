@@ -14,10 +14,10 @@ first: the pod is dropped from the queue.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 
+from gifee.api import jsoncodec
 from gifee.api.client import ApiClient
 from gifee.api.errors import ApiError
 from gifee.controllers.framework import Informer, WorkQueue, apply_action, run_worker, utcnow
@@ -129,7 +129,7 @@ class Scheduler:
                     log.info("%s: status: %s", key, e)
             raise _Unschedulable(result.message)
         self.unschedulable.discard(key)
-        assumed = copy.deepcopy(pod)
+        assumed = jsoncodec.clone(pod)
         assumed["spec"]["nodeName"] = result.node
         self.assumed[key] = (assumed, time.monotonic())
         self._account(key, assumed)
