@@ -62,6 +62,9 @@ INTERNAL_ERROR = "etcdserver: internal error"
 # client holds back its own stream (and, for watches, gets paused and caught up
 # later from the store) instead of filling the worker's memory.
 STREAM_WINDOW = 16
+# The worker acknowledges in batches of this many; the core stops only with a whole window unacknowledged,
+# so with CREDIT_BATCH <= STREAM_WINDOW it is then owed at least one more CREDIT.
+CREDIT_BATCH = STREAM_WINDOW // 2
 CREDIT_COUNT = struct.Struct("<I")
 
 

@@ -132,9 +132,12 @@ def _handlers(link: CoreLink, table: list[list[str]]) -> list[grpc.GenericRpcHan
                 kind, payload = await queue.get()
                 if kind == ipc.REPLY:
                     yield payload
-                    # gRPC has taken the message: let the core send more.
+                    # gRPC has taken the message: let the core send more. In batches of half the
+                    # window, not per message: a watch event to many watchers would otherwise cost a
+                    # frame (a write here, a wakeup in the core) per watcher. The core still never
+                    # waits while half a window is unsent here, so it cannot stall a stream.
                     handed += 1
-                    if handed >= ipc.STREAM_WINDOW // 4 or queue.empty():
+                    if handed >= ipc.CREDIT_BATCH:
                         link.send(ipc.CREDIT, call_id, ipc.CREDIT_COUNT.pack(handed))
                         handed = 0
                 elif kind == ipc.END:
