@@ -173,7 +173,7 @@ class Launcher:
                 on_started(pod)
             if detach:
                 return pod, None
-            return pod, self._wait_foreground(pod, child, first_pid)
+            return pod, self._wait_foreground(pod, child, first_pid, cgroup)
         except BaseException:
             if not started:
                 self._discard(pod, cgroup)
@@ -322,9 +322,7 @@ class Launcher:
         pod.write_json("net.json", status.to_dict())
         return str(status.ip)
 
-    def _wait_foreground(self, pod: Pod, shim_pid: int, first_pid: int) -> int:
-        cgroup = PodCgroup(pod.uuid)
-
+    def _wait_foreground(self, pod: Pod, shim_pid: int, first_pid: int, cgroup: PodCgroup) -> int:
         def forward(signum: int, _frame: Any) -> None:
             cgroup.signal(first_pid, signal.SIGKILL if signum == signal.SIGQUIT else signal.SIGTERM)
 

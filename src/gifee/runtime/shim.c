@@ -9,8 +9,11 @@
  *   - copies the pod's stdout and stderr, if given as pipes, to the pod's log file,
  *     and to its own stdout/stderr when the pod runs in the foreground;
  *   - waits for the pod's first process and writes its fate to `exit` in the pod
- *     directory (temporary file, fsync, rename: readers see all of it or none):
- *     exit code or signal, and the cgroup's OOM-kill counter;
+ *     directory (temporary file, rename: readers see all of it or none): exit code
+ *     or signal, and the cgroup's OOM-kill counter. Not flushed to disk: `gifee run`
+ *     waits for this process on every pod's start-to-exit, and the record is for the
+ *     running machine; after a power loss a pod may show as exited without it, as
+ *     after a shim killed by SIGKILL, which every reader already handles;
  *   - exits with the pod's exit code (128 + signal for a signal).
  * It decides nothing else; all policy is in the Python launcher.
  *
@@ -141,10 +144,8 @@ int main(int argc, char **argv) {
     int fd = openat(pod_fd, "exit.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd >= 0) {
         write_all(fd, record, (size_t)len);
-        fsync(fd);
         close(fd);
         renameat(pod_fd, "exit.tmp", pod_fd, "exit");
-        fsync(pod_fd);
     } else {
         perror("gifee-shim: cannot write the exit record");
     }
