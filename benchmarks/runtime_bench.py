@@ -79,7 +79,8 @@ def setup(work: Path) -> tuple[Path, Path]:
 
     data_dir = work / "gifee"
     (data_dir / "net.d").mkdir(parents=True)
-    (data_dir / "net.d" / "default.conf").write_text(json.dumps({"bridge": "gifeebench0", "subnet": "10.25.0.0/24"}))
+    # Not the agent tests' 10.25.0.0/24: run beside them, an overlapping subnet is refused.
+    (data_dir / "net.d" / "default.conf").write_text(json.dumps({"bridge": "gifeebench0", "subnet": "10.26.0.0/24"}))
     store = ImageStore(data_dir / "images")
     image = busybox_image(store, IMAGE)
     gifee(data_dir, "image", "keygen", "--out", str(work / "key"))
@@ -196,7 +197,7 @@ def main() -> int:
                            capture_output=True)
             from gifee.runtime.network import PodNetwork
 
-            PodNetwork(state_dir=data_dir / "net", bridge="gifeebench0", subnet="10.25.0.0/24").remove_bridge()
+            PodNetwork(state_dir=data_dir / "net", bridge="gifeebench0", subnet="10.26.0.0/24").remove_bridge()
     return 0
 
 
