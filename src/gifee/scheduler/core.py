@@ -421,6 +421,11 @@ def _normalized(raw: list[float], reverse: bool) -> list[float]:
 
 
 def _score(w: _Wanted, feasible: list[NodeInfo], weights: dict[str, int]) -> dict[str, float]:
+    return {i.name: v for i, v in zip(feasible, _score_values(w, feasible, weights), strict=True)}
+
+
+def _score_values(w: _Wanted, feasible: list[NodeInfo], weights: dict[str, int]) -> list[float]:
+    """Each feasible node's score, in order."""
     # A score that is the same on every node (no services, no controller, no soft taints, no
     # preferred terms: normalised all-zero lists) is a constant rather than a list; the sum below
     # keeps its order of operations, so every score is the same float as when all were lists.
@@ -429,7 +434,7 @@ def _score(w: _Wanted, feasible: list[NodeInfo], weights: dict[str, int]) -> dic
         spread: list[float] | None = _normalized([float(_same_group_count(w, i)) for i in feasible], True)
     elif w.group:
         group = w.group
-        spread = _normalized([float(i.groups.get(group, 0)) for i in feasible], True)
+        spread = _normalized([i.groups.get(group, 0) for i in feasible], True)  # ints: the same quotients
     else:
         spread = None
     taints = (_normalized([float(sum(1 for t in i.soft_taints if not any(tolerates(x, t) for x in w.tolerations)))
@@ -443,7 +448,8 @@ def _score(w: _Wanted, feasible: list[NodeInfo], weights: dict[str, int]) -> dic
     wl, wb, ws = weights["LeastAllocated"], weights["BalancedAllocation"], weights["Spread"]
     wt, wa = weights["TaintToleration"], weights["NodeAffinity"]
     wcpu, wmem = w.cpu, w.mem
-    out: dict[str, float] = {}
+    out: list[float] = []
+    append = out.append
     for i, sp, ta, af in zip(feasible, spread_l, taints_l, aff_l, strict=True):
         # _fractions, inline: this loop runs for hundreds of nodes per decision
         a = i.alloc_cpu
@@ -454,8 +460,8 @@ def _score(w: _Wanted, feasible: list[NodeInfo], weights: dict[str, int]) -> dic
         fm = (wmem + i.mem) / a if a else 1.0
         if fm > 1.0:
             fm = 1.0
-        out[i.name] = (wl * ((1 - fc) + (1 - fm)) / 2 * 100 + wb * (1 - abs(fc - fm) / 2) * 100
-                       + ws * sp + wt * ta + wa * af)
+        append(wl * ((1 - fc) + (1 - fm)) / 2 * 100 + wb * (1 - abs(fc - fm) / 2) * 100
+               + ws * sp + wt * ta + wa * af)
     return out
 
 
@@ -514,20 +520,23 @@ def schedule_on(pod: Obj, infos: Iterable[NodeInfo], services: Iterable[Obj] = (
                 break
     if not feasible:
         return Result(None, {}, reasons, failure_message(total, reasons), checked)
-    scores = _score(w, feasible, weights or WEIGHTS)
+    values = _score_values(w, feasible, weights or WEIGHTS)
     salt = zlib.crc32(f"{uid_of(pod) or f'{namespace_of(pod)}/{name_of(pod)}'}/".encode())
-    # the best rounded score; ties go to the highest CRC-32 (the first such node on equal hashes)
-    top = float("-inf")
+    # the best score rounded to 6 places; ties go to the highest CRC-32 (the first such node on equal
+    # hashes). Rounding is monotonic, so only scores within a rounding step of the highest can round
+    # to the top: the others are skipped before the (slow) round.
+    top = round(max(values), 6)
+    floor = top - 2e-6
     best_info = feasible[0]
     best_hash = -1
-    for i in feasible:
-        r = round(scores[i.name], 6)
-        if r < top:
+    for i, v in zip(feasible, values, strict=True):
+        if v < floor or round(v, 6) != top:
             continue
         h = zlib.crc32(i.name_bytes, salt)
-        if r > top or h > best_hash:
-            top, best_info, best_hash = r, i, h
-    return Result(best_info.name, scores, reasons, "", checked)
+        if h > best_hash:
+            best_info, best_hash = i, h
+    return Result(best_info.name, {i.name: v for i, v in zip(feasible, values, strict=True)}, reasons, "",
+                  checked)
 
 
 def bind_action(pod: Obj, node: str) -> Action:
