@@ -243,8 +243,18 @@ async def measure(args: argparse.Namespace, server: str, procs: list[Proc]) -> d
         print(f"waiting for {args.nodes} Ready nodes ...", flush=True)
         nodes_s = await wait_nodes(api, args.nodes, procs, args.timeout)
         print(f"{args.nodes} nodes Ready after {nodes_s:.1f} s", flush=True)
+        idle: dict[str, float] = {}
+        if args.idle > 0:
+            # the nodes' own traffic (leases, node checks, controllers' resyncs) without pods: its CPU per
+            # second, subtracted from the run's to tell what the pods cost on a loaded, noisy machine
+            c0, t0 = {p.name: p.cpu() for p in procs}, time.monotonic()
+            await asyncio.sleep(args.idle)
+            c1, dt_idle = {p.name: p.cpu() for p in procs}, time.monotonic() - t0
+            idle = {k: (c1[k] - c0[k]) / dt_idle for k in c1}
+            print("idle CPU per second: " + ", ".join(f"{k} {v:.2f}" for k, v in idle.items()), flush=True)
         listing = await api.list("pods", namespace="default", limit=1)
         rv = str(listing["metadata"]["resourceVersion"])
+        rv_start = int(rv)
         stop = asyncio.Event()
         probe = Probe(server, "hollow-node-0")
         probe_task = asyncio.create_task(probe.run(stop))
@@ -307,6 +317,9 @@ async def measure(args: argparse.Namespace, server: str, procs: list[Proc]) -> d
                 break
         elapsed = time.monotonic() - t_start
         cpu1 = {p.name: p.cpu() for p in procs}
+        # store revisions during the run: every write (pods, bindings, statuses, leases, RC statuses)
+        end = await api.list("pods", namespace="default", limit=1)
+        writes = int(end["metadata"]["resourceVersion"]) - rv_start
         stop.set()
         await probe_task
         watch_task.cancel()
@@ -321,6 +334,8 @@ async def measure(args: argparse.Namespace, server: str, procs: list[Proc]) -> d
         "rc_create_s": round(created_s, 2), "milestones": milestones,
         "latency": probe.summary(), "probe_errors": probe.errors,
         "cpu_s": {k: round(cpu1[k] - cpu0[k], 1) for k in cpu1},
+        "store_writes": writes, "writes_per_pod": round(writes / max(len(running), 1), 2),
+        "idle_cpu_per_s": {k: round(v, 3) for k, v in idle.items()},
     }
 
 
@@ -384,6 +399,12 @@ def report(r: dict[str, Any]) -> None:
         print(f"  {k:14s} n={v['n']:5d} p50 {v['p50_ms']:7.1f} ms  p99 {v['p99_ms']:7.1f} ms  max {v['max_ms']:7.1f} ms")
     print(f"  API p99 < 1 s: {'met' if worst < 1000 else 'NOT met'}; probe errors: {r['probe_errors']}")
     print("  CPU seconds during the run: " + ", ".join(f"{k} {v}" for k, v in r["cpu_s"].items()))
+    running = max(r["running"], 1)
+    print("  CPU ms per Running pod: " + ", ".join(f"{k} {v * 1000 / running:.1f}" for k, v in r["cpu_s"].items()))
+    if r["idle_cpu_per_s"]:
+        print("  CPU ms per Running pod beyond the idle nodes' rate: " + ", ".join(
+            f"{k} {(v - r['idle_cpu_per_s'][k] * r['seconds']) * 1000 / running:.1f}" for k, v in r["cpu_s"].items()))
+    print(f"  store writes during the run: {r['store_writes']} ({r['writes_per_pod']} per Running pod)")
 
 
 def main() -> int:
@@ -397,6 +418,8 @@ def main() -> int:
     p.add_argument("--hollow-procs", type=int, default=1, help="processes to spread the hollow nodes over")
     p.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     p.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines")
+    p.add_argument("--idle", type=float, default=0.0,
+                   help="first measure the nodes' CPU per second for this long without pods (0: skip)")
     p.add_argument("--json", default="", help="write the result here")
     p.add_argument("--keep-logs", action="store_true", help="keep the temp dir with the processes' logs")
     args = p.parse_args()
