@@ -152,6 +152,31 @@ def test_node_goes_unknown_then_pods_are_evicted() -> None:
     assert [(a.verb, a.body) for a in out.actions] == [("patch", {"spec": {"taints": None}})]
 
 
+@settings(max_examples=200, deadline=None)
+@given(ready=st.sampled_from(["True", "False", "Unknown", None]),
+       taints=st.lists(st.sampled_from([{"key": "a", "effect": "NoSchedule"}, {"key": "b", "effect": "NoExecute"},
+                                        {"key": "c", "effect": "PreferNoSchedule"}]), max_size=3),
+       tolerations=st.booleans(), age=st.integers(0, 400))
+def test_pod_events_matter_only_where_a_pod_can_change_the_outcome(ready: str | None, taints: list[dict[str, str]],
+                                                                   tolerations: bool, age: int) -> None:
+    """When pod_events_matter says no, the node's reconcile is the same with or without its pods."""
+    node = hollownode.node_body("n1", 1, {"cpu": "2", "memory": "4Gi", "pods": "110"}, T0)
+    node["spec"]["taints"] = [dict(t, timeAdded=timestamp(T0)) for t in taints]
+    conds = node["status"]["conditions"]
+    node["status"]["conditions"] = [c if c["type"] != "Ready" or ready is None else dict(c, status=ready)
+                                    for c in conds if c["type"] != "Ready" or ready is not None]
+    pods = [{"metadata": {"name": f"p{i}", "namespace": "default", "uid": f"p{i}"},
+             "spec": {"nodeName": "n1", "tolerations": [{"operator": "Exists"}] if tolerations and i else []},
+             "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}} for i in range(3)]
+    lease = hollownode.lease_body("n1", T0)
+    now = T0 + dt.timedelta(seconds=age)
+    if not nodelifecycle.pod_events_matter(node, lease, now):
+        with_pods = nodelifecycle.reconcile(node, lease, pods, now)
+        without = nodelifecycle.reconcile(node, lease, [], now)
+        assert with_pods.actions == without.actions and with_pods.next_check == without.next_check
+    assert nodelifecycle.pod_events_matter(None, lease, now)
+
+
 def test_hollow_kubelet_runs_and_deletes_pods() -> None:
     pods = [{"metadata": {"name": n, "namespace": "default", "uid": n}, "spec": {"nodeName": "n1",
              "containers": [{"name": "c", "image": "nginx"}]}, "status": {"phase": "Pending"}} for n in "ab"]

@@ -134,7 +134,9 @@ class ControllerManager:
             if namespace_of(svc) == ns:
                 self._add("endpoints", key_of(svc))
         node = (pod.get("spec") or {}).get("nodeName")
-        if node:
+        if node and nodelifecycle.pod_events_matter(self.inf["nodes"].get(str(node)),
+                                                    self.inf["leases"].get(f"kube-node-lease/{node}"), utcnow(),
+                                                    self.opts.node_monitor_grace_period):
             self._add("nodelifecycle", str(node))
         if ns and ns in self.inf["namespaces"].cache and is_deleting(self.inf["namespaces"].cache[ns]):
             self._add("namespace", ns)

@@ -62,6 +62,22 @@ def last_heartbeat(node: Obj, lease: Obj | None) -> dt.datetime | None:
     return max(known) if known else parse_time((node.get("metadata") or {}).get("creationTimestamp"))
 
 
+def pod_events_matter(node: Obj | None, lease: Obj | None, now: dt.datetime, grace: int = GRACE) -> bool:
+    """Whether a pod's event can change what `reconcile` does for its node: only on a node that is
+    not Ready or whose heartbeat is late (its pods are marked not ready) or that has NoExecute taints
+    (evictions). A Ready node without them is looked at on its own node, lease and timer events
+    only; reconciling it on every pod event walked all its pods for nothing."""
+    if node is None:
+        return True
+    if (condition(node, "Ready") or {}).get("status", "Unknown") != "True":
+        return True
+    beat = last_heartbeat(node, lease)
+    if beat is not None and now - beat > dt.timedelta(seconds=grace):
+        return True
+    return any(isinstance(t, dict) and t.get("effect") == "NoExecute"
+               for t in (node.get("spec") or {}).get("taints") or [])
+
+
 def _sooner(a: dt.datetime | None, b: dt.datetime) -> dt.datetime:
     return b if a is None or b < a else a
 
