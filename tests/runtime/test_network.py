@@ -308,6 +308,55 @@ def test_stale_nat_rules_and_scaffolding() -> None:
     assert shared == ["CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"]
 
 
+class _Msg(dict[str, Any]):
+    """A pyroute2 message as the subnet check reads it."""
+
+    def __init__(self, attrs: dict[str, Any], **fields: Any) -> None:
+        super().__init__(fields)
+        self.attrs = attrs
+
+    def get_attr(self, name: str) -> Any:
+        return self.attrs.get(name)
+
+
+def test_subnet_check_while_another_attach_creates_the_bridge(monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    """Pods attached at once: the first one's bridge plugin may create our bridge and give it
+    the gateway address while another attach is between reading the host's links and its
+    addresses. Our own bridge must not then look like a foreign interface on the subnet (the
+    cause of test_twenty_concurrent_attaches_get_distinct_addresses failing now and then)."""
+    import pyroute2
+
+    net = PodNetwork(tmp_path, bridge="gifeetrace0", subnet="10.23.199.0/24")
+    lo = (_Msg({"IFLA_IFNAME": "lo"}, index=1), _Msg({"IFA_ADDRESS": "127.0.0.1"}, index=1, prefixlen=8))
+    bridge = (_Msg({"IFLA_IFNAME": "gifeetrace0"}, index=7), _Msg({"IFA_ADDRESS": "10.23.199.1"}, index=7, prefixlen=24))
+
+    class RacingIPRoute:
+        """Each dump sees the host as it is then: the bridge appears after the first one."""
+
+        def __init__(self) -> None:
+            self.dumps = 0
+
+        def __enter__(self) -> RacingIPRoute:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def _state(self) -> list[tuple[_Msg, _Msg]]:
+            self.dumps += 1
+            return [lo] if self.dumps == 1 else [lo, bridge]
+
+        def get_links(self) -> list[_Msg]:
+            return [link for link, _ in self._state()]
+
+        def get_addr(self, family: int) -> list[_Msg]:
+            return [addr for _, addr in self._state()]
+
+    monkeypatch.setattr(pyroute2, "IPRoute", RacingIPRoute)
+    net._check_subnet_is_ours()  # no NetworkError: the address is our own bridge's
+
+
 def test_allocations_of() -> None:
     files = {"10.0.0.2": "pod1\r\neth0", "10.0.0.3": "pod2\r\neth0", "10.0.0.4": "pod1", "10.0.0.5": "pod1\r\neth1"}
     assert allocations_of(files, "pod1") == ["10.0.0.2", "10.0.0.4"]

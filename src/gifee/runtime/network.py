@@ -494,9 +494,16 @@ class PodNetwork:
         from pyroute2 import IPRoute
 
         with IPRoute() as ipr:
+            # Addresses first, then the links' names: pods attaching at the same time may
+            # create the bridge and give it the gateway address in between, and a link seen
+            # only in the address dump would have no name, so our own bridge would look
+            # like someone else's interface on the subnet.
+            addresses = list(ipr.get_addr(family=2))  # read now, before the links
             names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-            for addr in ipr.get_addr(family=2):
-                if names.get(addr["index"]) == self.bridge:
+            for addr in addresses:
+                if addr["index"] not in names:
+                    continue  # the link went away after the address dump: it is on no subnet now
+                if names[addr["index"]] == self.bridge:
                     continue
                 host_net = ipaddress.ip_network(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False)
                 if host_net.overlaps(self.net):
