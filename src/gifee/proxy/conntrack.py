@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Iterable
+from typing import Any
 
 log = logging.getLogger("gifee.proxy")
 
@@ -27,29 +28,40 @@ PROTOCOL_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp"
 
 def forget_flows(backends: Iterable[tuple[str, str, int]]) -> int:
     """Delete the stale translated entries of these (protocol, ip, port) backends in this network
-    namespace; returns how many were deleted. Blocking (netlink): run it in a thread."""
+    namespace; returns how many were deleted. Blocking (netlink): run it in a thread.
+
+    The kernel filters the dumps (pyroute2 parses an entry in about a millisecond, and a busy
+    service's backend has thousands of answered entries): one dump of the never-answered
+    entries of every protocol, and one per UDP backend of the entries it answered."""
     from pyroute2 import Conntrack
     from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
-    deleted = 0
-    wanted = sorted(backends)
-    if not wanted:
+    gone = {(PROTOCOL_NUMBERS[protocol], ip, port) for protocol, ip, port in backends}
+    if not gone:
         return 0
+    deleted = 0
     ct = Conntrack()
     try:
-        for protocol, ip, port in wanted:
-            number = PROTOCOL_NUMBERS[protocol]
-            reply = NFCTAttrTuple(saddr=ip, proto=number, sport=port)
-            for entry in list(ct.dump_entries(tuple_reply=reply)):
-                if entry.tuple_orig.daddr == ip:
-                    continue  # to the pod directly: nothing was translated
-                if number != socket.IPPROTO_UDP and (entry.status or 0) & IPS_SEEN_REPLY:
-                    continue
-                try:
-                    ct.delete(entry)
-                    deleted += 1
-                except Exception as e:  # it may have ended meanwhile (ENOENT)
-                    log.debug("conntrack delete %s: %s", entry, e)
+        stale: list[Any] = []
+        for msg in ct.dump(status=0, status_mask=IPS_SEEN_REPLY):
+            orig, reply = msg.get_attr("CTA_TUPLE_ORIG"), msg.get_attr("CTA_TUPLE_REPLY")
+            if reply is None or orig is None:
+                continue
+            entry = NFCTAttrTuple.from_netlink(msg["nfgen_family"], reply)
+            if (entry.proto, entry.saddr, entry.sport) in gone:
+                stale.append(NFCTAttrTuple.from_netlink(msg["nfgen_family"], orig))
+        for number, ip, port in sorted(gone):
+            if number == socket.IPPROTO_UDP:
+                stale += [e.tuple_orig for e in ct.dump_entries(
+                    tuple_reply=NFCTAttrTuple(saddr=ip, proto=number, sport=port))]
+        for orig_tuple in stale:
+            if any(orig_tuple.daddr == ip for _, ip, _ in gone):
+                continue  # to the pod directly: nothing was translated
+            try:
+                ct.entry("del", tuple_orig=orig_tuple)
+                deleted += 1
+            except Exception as e:  # it may have ended meanwhile (ENOENT)
+                log.debug("conntrack delete %s: %s", orig_tuple, e)
     finally:
         ct.close()
     return deleted

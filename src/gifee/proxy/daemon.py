@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from dataclasses import dataclass
 
 from gifee.proxy import rules
 from gifee.proxy.mirror import Debouncer, Mirror
+from gifee.signals import stop_on_signals
 
 log = logging.getLogger("gifee.proxy")
 
@@ -67,6 +67,7 @@ class Proxy:
         self.mirror = Mirror(config.server, plurals, self.debouncer.poke)
         self.applied = ""
         self.applied_ports: list[rules.ServicePort] = []
+        self._forgetting: asyncio.Task[None] | None = None
         self.syncs = 0
         self._routes = None
         if config.routes:
@@ -91,16 +92,21 @@ class Proxy:
         ports = rules.service_ports(services, endpoints)
         gone = rules.removed_backends(self.applied_ports, ports)
         self.applied_ports = ports
-        if gone:
-            from gifee.proxy.conntrack import forget_flows
-
-            try:
-                deleted = await asyncio.to_thread(forget_flows, gone)
-            except Exception as e:  # the rules are in place; stale flows only cost their clients a retry
-                log.warning("conntrack: %s", e)
-            else:
-                log.info("%d backends gone, %d of their unanswered flows forgotten", len(gone), deleted)
+        if gone:  # in the background: the next sync must not wait for conntrack
+            self._forgetting = asyncio.create_task(self._forget(gone, self._forgetting))
         return True
+
+    async def _forget(self, gone: set[tuple[str, str, int]], previous: asyncio.Task[None] | None) -> None:
+        from gifee.proxy.conntrack import forget_flows
+
+        if previous is not None:
+            await previous
+        try:
+            deleted = await asyncio.to_thread(forget_flows, gone)
+        except Exception as e:  # the rules are in place; stale flows only cost their clients a retry
+            log.warning("conntrack: %s", e)
+        else:
+            log.info("%d backends gone, %d of their unanswered flows forgotten", len(gone), deleted)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.mirror.start()
@@ -120,6 +126,9 @@ class Proxy:
                     with contextlib.suppress(BaseException):
                         await t
         finally:
+            if self._forgetting is not None:
+                with contextlib.suppress(BaseException):
+                    await self._forgetting
             await self.mirror.stop()
             if not self.config.keep_rules_on_exit:
                 with contextlib.suppress(NftError):
@@ -131,6 +140,5 @@ class Proxy:
 async def main(config: ProxyConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(loop, stop.set)
     await Proxy(config).run(stop)
