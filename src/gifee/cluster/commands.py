@@ -120,9 +120,9 @@ def run_up(args: argparse.Namespace) -> int:
 def run_join(args: argparse.Namespace) -> int:
     import asyncio
     import logging
-    import signal
 
     from gifee.cluster.node import NodeConfig, run_node
+    from gifee.signals import stop_on_signals
 
     _logging(args.log_level)
     try:
@@ -135,8 +135,7 @@ def run_join(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(loop, stop.set)
         await run_node(node, stop)
 
     try:

@@ -26,11 +26,11 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import signal
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 
 from gifee.cluster.node import NodeConfig
+from gifee.signals import stop_on_signals
 
 log = logging.getLogger("gifee.up")
 
@@ -78,8 +78,7 @@ async def run(config: UpConfig) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(loop, stop.set)
 
     store = StoreServer(ServerConfig(
         store=StoreConfig(name="gifee-up", data_dir=str(config.data_dir / "store"),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import struct
 from dataclasses import dataclass
 from typing import cast
@@ -26,6 +25,7 @@ import dns.rcode
 
 from gifee.dns import answer
 from gifee.proxy.mirror import Debouncer, Mirror
+from gifee.signals import stop_on_signals
 
 log = logging.getLogger("gifee.dns")
 
@@ -147,6 +147,5 @@ class DnsServer:
 async def main(config: DnsConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(loop, stop.set)
     await DnsServer(config).serve(stop)

@@ -92,17 +92,16 @@ def run_proxy(args: argparse.Namespace) -> int:
 
 def run_nodeipam(args: argparse.Namespace) -> int:
     import asyncio
-    import signal
 
     from gifee.proxy import nodeipam
+    from gifee.signals import stop_on_signals
 
     _logging(args.log_level)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(loop, stop.set)
         await nodeipam.run(_server(args), args.cluster_cidr, args.node_cidr_mask_size, stop)
 
     asyncio.run(main())
