@@ -30,7 +30,7 @@ from gifee.store.handlers import SERVER_STREAM, UNARY
 from gifee.store.listen import grpc_options_for
 
 
-class CoreLink(asyncio.Protocol):
+class CoreLink(asyncio.BufferedProtocol):
     """The worker's connection to the core: numbered calls, replies routed back by number."""
 
     def __init__(self) -> None:
@@ -51,8 +51,11 @@ class CoreLink(asyncio.Protocol):
         if not self.closed.done():
             self.closed.set_result(None)
 
-    def data_received(self, data: bytes) -> None:
-        for kind, call_id, payload in self._reader.feed(data):
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._reader.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        for kind, call_id, payload in self._reader.feed_read(nbytes):
             if kind == ipc.HELLO:
                 if not self.table.done():
                     self.table.set_result(json.loads(payload))
