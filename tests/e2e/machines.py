@@ -256,4 +256,7 @@ class Machines:
             sh("ip", "link", "del", self.bridge, check=False)
         for m in self.machines:  # the host ends of the veths go with their namespaces; make sure
             sh("ip", "link", "del", m.host_link, check=False)
+        keep = os.environ.get("GIFEE_E2E_KEEP_LOGS")  # a directory to copy the machines' logs to, for debugging
+        if keep and (self.workdir / "logs").is_dir():
+            shutil.copytree(self.workdir / "logs", Path(keep) / self.workdir.name, dirs_exist_ok=True)
         shutil.rmtree(self.workdir, ignore_errors=True)
