@@ -202,11 +202,24 @@ def _error_frame(code: int, message: str) -> bytes:
     return _frame(KIND_ERROR, raft_pb2.Error(code=code, message=message).SerializeToString())
 
 
+# asyncio's socket transport reads up to 256 KiB at a time into a fresh bytes object:
+# above glibc's mmap threshold (128 KiB), so every read cost an mmap, an mremap and a
+# munmap (a 300-byte round trip over a StreamReader: 60 us -> 28 us with 64 KiB here).
+# A StreamReader joins short reads itself, so smaller reads lose nothing.
+READ_CHUNK_BYTES = 64 * 1024
+
+
 def _set_nodelay(writer: asyncio.StreamWriter) -> None:
+    """Tune a peer connection: no Nagle delay, reads below the mmap threshold."""
     sock = writer.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         with suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    transport = writer.transport
+    # `max_size` is the plain socket transport's read size (TLS transports read through their
+    # own buffers and lack it).
+    if isinstance(getattr(transport, "max_size", None), int):
+        transport.max_size = READ_CHUNK_BYTES  # type: ignore[attr-defined]
 
 
 def _check_url(url: str) -> tuple[str, str, int]:
