@@ -18,6 +18,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--tls-private-key-file", default="")
     p.add_argument("--watch-cache-size", type=int, default=1000, help="events kept per resource for watchers")
     p.add_argument("--bookmark-interval", type=float, default=60.0, help="seconds between watch bookmarks")
+    p.add_argument("--store-batch-size", type=int, default=64,
+                   help="writes grouped into one store Txn under load, each guarded alone (1: one Txn per write)")
     p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12",
                    help="CIDR for service cluster IPs (its first host is the kubernetes service's)")
     p.add_argument("--service-node-port-range", default="30000-32767", help="port range for NodePort services")
@@ -54,7 +56,8 @@ def run_apiserver(args: argparse.Namespace) -> int:
         context.load_cert_chain(args.tls_cert_file, args.tls_private_key_file)
         port = args.secure_port
     config = ApiConfig(etcd_endpoint=endpoint, bind_address=args.bind_address, port=port, ssl_context=context,
-                       bookmark_interval=args.bookmark_interval, watch_window=args.watch_cache_size)
+                       bookmark_interval=args.bookmark_interval, watch_window=args.watch_cache_size,
+                       store_batch=max(1, min(args.store_batch_size, 64)))
     from gifee.api.ipalloc import parse_port_range
 
     config.extra["service_cluster_ip_range"] = args.service_cluster_ip_range

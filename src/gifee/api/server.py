@@ -41,6 +41,7 @@ class ApiConfig:
     ssl_context: ssl.SSLContext | None = None
     bookmark_interval: float = 60.0
     watch_window: int = 1000
+    store_batch: int = 64  # writes per store Txn under load (txnbatch.py); 1: one Txn per write
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -74,7 +75,7 @@ class ApiServer:
     def __init__(self, client: StoreClient, config: ApiConfig) -> None:
         self.client = client
         self.config = config
-        self.storage = Storage(client)
+        self.storage = Storage(client, batch=config.store_batch)
         self.rest = Rest(self.storage)
         self.rest.services = ipalloc.ServiceAllocator(
             client, str(config.extra.get("service_cluster_ip_range", ipalloc.DEFAULT_RANGE)),
@@ -329,14 +330,15 @@ class ApiServer:
             if sub is None:
                 try:
                     async with asyncio.timeout(timeout):
-                        async for kind, obj in direct_events(self.client, res, start, flt):
-                            await send(kind, obj)
+                        async for group in direct_events(self.client, res, start, flt):
+                            await response.write(b"".join(line(kind, obj) for kind, obj in group))
                 except errors.ApiError as e:
                     await send("ERROR", e.status())
                 except TimeoutError:
                     pass
                 return response
             next_bookmark = loop.time() + self.config.bookmark_interval
+            carry: tuple[str, Any] | None = None  # the first event of a revision the last write left out
             while True:
                 now_t = loop.time()
                 if now_t >= deadline:
@@ -345,7 +347,9 @@ class ApiServer:
                 if opts.allow_bookmarks:
                     wait = min(wait, max(0.0, next_bookmark - now_t))
                 try:
-                    if sub.queue.empty():
+                    if carry is not None:
+                        (kind, obj), carry = carry, None
+                    elif sub.queue.empty():
                         kind, obj = await asyncio.wait_for(sub.queue.get(), timeout=wait)
                     else:
                         kind, obj = sub.queue.get_nowait()
@@ -357,15 +361,24 @@ class ApiServer:
                     continue
                 if (kind, obj) == CLOSED:
                     break
-                # what is queued already goes out in the same write (one chunk, one syscall)
+                # what is queued already goes out in the same write (one chunk, one syscall), up to
+                # WATCH_BATCH events and always whole revisions: objects written in one store Txn
+                # share a revision, and a stream that ends (timeout, overflow) after a write must not
+                # leave part of one unsent, since the client resumes after the last revision it saw
                 lines = [line(kind, obj)]
+                last = _revision_of(obj)
                 closed = False
-                while not sub.queue.empty() and len(lines) < WATCH_BATCH:
+                while not sub.queue.empty():
                     kind, obj = sub.queue.get_nowait()
                     if (kind, obj) == CLOSED:
                         closed = True
                         break
+                    revision = _revision_of(obj)
+                    if len(lines) >= WATCH_BATCH and revision != last:
+                        carry = (kind, obj)
+                        break
                     lines.append(line(kind, obj))
+                    last = revision
                 await response.write(b"".join(lines))
                 if closed:
                     break
@@ -377,6 +390,10 @@ class ApiServer:
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await response.write_eof()
         return response
+
+
+def _revision_of(obj: Any) -> str:
+    return str(((obj or {}).get("metadata") or {}).get("resourceVersion", ""))
 
 
 async def serve(config: ApiConfig, *, ready: asyncio.Event | None = None) -> None:

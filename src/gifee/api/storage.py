@@ -18,6 +18,7 @@ import grpc
 from gifee.api import errors, jsoncodec
 from gifee.api.resources import Resource
 from gifee.api.selectors import FieldRequirement, Selector, fields_match, labels_match
+from gifee.api.txnbatch import MAX_OPS, TxnBatcher
 from gifee.api.versions import continue_expired, decode_continue, encode_continue, too_old
 from gifee.store.client import StoreClient
 from gifee.store.errors import StoreError
@@ -79,8 +80,11 @@ CachedLookup = Callable[[Resource, str, str], "Obj | None"]
 
 
 class Storage:
-    def __init__(self, client: StoreClient) -> None:
+    def __init__(self, client: StoreClient, *, batch: int = MAX_OPS) -> None:
         self.client = client
+        # writes under load go to the store in groups, each still guarded alone (txnbatch.py);
+        # batch 1: every write is its own store call
+        self.batcher = TxnBatcher(client, max_ops=batch)
         # an object cache fed by the server's watch (watchcache.py), set by the server: it only ever
         # supplies the first guess of a guarded write; the store transaction still checks the revision
         self.cached: CachedLookup | None = None
@@ -163,10 +167,10 @@ class Storage:
                                      create_revision=0)],
             success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=encode(obj)))],
         )
-        resp = await self._call(lambda: self.client.txn(txn))
-        if not resp.succeeded:
+        ok, revision = await self._call(lambda: self.batcher.txn(key, txn))
+        if not ok:
             raise errors.already_exists(res, meta["name"])
-        return decode(res, encode(obj), resp.header.revision)
+        return decode(res, encode(obj), revision)
 
     async def put_if(self, res: Resource, obj: Obj, mod_revision: int) -> Obj | None:
         """Write obj if its key is still at mod_revision; None when someone else wrote first."""
@@ -178,8 +182,8 @@ class Storage:
                                      mod_revision=mod_revision)],
             success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=value))],
         )
-        resp = await self._call(lambda: self.client.txn(txn))
-        return decode(res, value, resp.header.revision) if resp.succeeded else None
+        ok, revision = await self._call(lambda: self.batcher.txn(key, txn))
+        return decode(res, value, revision) if ok else None
 
     async def delete_if(self, res: Resource, obj: Obj, mod_revision: int) -> Obj | None:
         """Delete the key if still at mod_revision; returns the object as deleted (its last state)."""
@@ -190,11 +194,11 @@ class Storage:
                                      mod_revision=mod_revision)],
             success=[rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=key))],
         )
-        resp = await self._call(lambda: self.client.txn(txn))
-        if not resp.succeeded:
+        ok, revision = await self._call(lambda: self.batcher.txn(key, txn))
+        if not ok:
             return None
         out = dict(obj)
-        out["metadata"] = {**obj["metadata"], "resourceVersion": str(resp.header.revision)}
+        out["metadata"] = {**obj["metadata"], "resourceVersion": str(revision)}
         return out
 
     async def guaranteed_update(

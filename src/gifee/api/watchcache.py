@@ -64,6 +64,7 @@ class Subscription:
         self.seen = start
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.closed = False
+        self._queued_revision = 0
 
     def offer(self, ev: Event) -> None:
         if self.closed or ev.revision <= self.start:
@@ -72,9 +73,12 @@ class Subscription:
         decision = decide(self.filter, ev)
         if decision is None:
             return
-        if self.queue.qsize() >= QUEUE_LIMIT:
+        # a watcher that fell behind is closed between revisions, never inside one: objects written
+        # in one store Txn share a revision, and a client resumes after the last revision it saw
+        if self.queue.qsize() >= QUEUE_LIMIT and ev.revision != self._queued_revision:
             self.close()
             return
+        self._queued_revision = ev.revision
         self.queue.put_nowait(decision)
 
     def close(self) -> None:
@@ -172,9 +176,10 @@ class ResourceWatchCache:
 
 
 async def direct_events(client: StoreClient, res: Resource, revision: int,
-                        flt: WatchFilter) -> AsyncIterator[tuple[str, Any]]:
+                        flt: WatchFilter) -> AsyncIterator[list[tuple[str, Any]]]:
     """Events after `revision` straight from the store, for a revision older than the window
-    (this watcher costs its own store watch); raises Expired (410) when the store has compacted it."""
+    (this watcher costs its own store watch), one list per store response (whole revisions);
+    raises Expired (410) when the store has compacted it."""
     prefix = res.storage_prefix.encode()
     try:
         async for resp in client.watch(prefix, prefix=True, start_revision=revision + 1, prev_kv=True):
@@ -182,10 +187,9 @@ async def direct_events(client: StoreClient, res: Resource, revision: int,
                 if resp.compact_revision:
                     raise too_old(revision, int(resp.compact_revision))
                 return
-            for ev in to_events(res, resp):
-                decision = decide(flt, ev)
-                if decision is not None:
-                    yield decision
+            decisions = [d for d in (decide(flt, ev) for ev in to_events(res, resp)) if d is not None]
+            if decisions:
+                yield decisions
     except StoreError as e:
         if is_compacted(e):
             raise too_old(revision, revision) from None
