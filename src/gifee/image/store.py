@@ -23,9 +23,8 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from gifee.image import oci
 from gifee.image.errors import BadImage, BlobCorrupted, ImageError, ImageNotFound
@@ -39,9 +38,10 @@ __all__ = ["BlobCorrupted", "Image", "ImageNotFound", "ImageStore"]
 _CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
-class Image:
-    """One image as the store knows it; `manifest` and `config` are parsed, checked JSON."""
+class Image(NamedTuple):
+    """One image as the store knows it; `manifest` and `config` are parsed, checked JSON.
+    A named tuple, not a dataclass: as immutable, and defined in a tenth of the time on
+    every start of `gifee run`."""
 
     name: str
     manifest_digest: str

@@ -15,9 +15,8 @@ digest, with a key trusted for a prefix of its name (whole path segments).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from gifee.image import oci, signing
 from gifee.image.errors import ImageError, ImageNotTrusted
@@ -72,8 +71,7 @@ def signatures_of(store: ImageStore, image: Image) -> list[tuple[str, bytes]]:
     return out
 
 
-@dataclass(frozen=True)
-class TrustedKey:
+class TrustedKey(NamedTuple):
     """A key file of the trust store and what it is trusted for."""
 
     prefix: str  # "" for a root key

@@ -20,7 +20,6 @@ shim), `log`, `net.json`, the overlay's `upper/` and `work/`, and `rootfs/`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import json
@@ -28,7 +27,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 STATE_DIRS = ("prepare", "run", "exited-garbage", "garbage")
 
@@ -84,9 +83,9 @@ def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
     os.rename(tmp, path)
 
 
-@dataclasses.dataclass
-class Pod:
-    """A pod directory: where it is (its state directory) tells half its state."""
+class Pod(NamedTuple):
+    """A pod directory: where it is (its state directory) tells half its state. A value
+    (a move makes a new one); a named tuple, cheaper to define than a dataclass."""
 
     uuid: str
     path: Path
