@@ -37,6 +37,17 @@ def decode(res: Resource, value: bytes, mod_revision: int) -> Obj:
     return obj
 
 
+def as_written(res: Resource, obj: Obj, mod_revision: int) -> Obj:
+    """The object as a read would give it after writing it at mod_revision, without decoding what
+    was just encoded: a shallow copy (metadata copied too) that shares the rest with obj, which the
+    writer owns and no longer changes."""
+    out = dict(obj)
+    out["apiVersion"] = res.api_version
+    out["kind"] = res.kind
+    out["metadata"] = {**obj.get("metadata", {}), "resourceVersion": str(mod_revision)}
+    return out
+
+
 def encode(obj: Obj) -> bytes:
     meta = obj.get("metadata", {})
     stored = {**obj, "metadata": {k: v for k, v in meta.items() if k != "resourceVersion"}}
@@ -170,7 +181,7 @@ class Storage:
         ok, revision = await self._call(lambda: self.batcher.txn(key, txn))
         if not ok:
             raise errors.already_exists(res, meta["name"])
-        return decode(res, encode(obj), revision)
+        return as_written(res, obj, revision)
 
     async def put_if(self, res: Resource, obj: Obj, mod_revision: int) -> Obj | None:
         """Write obj if its key is still at mod_revision; None when someone else wrote first."""
@@ -183,7 +194,7 @@ class Storage:
             success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=value))],
         )
         ok, revision = await self._call(lambda: self.batcher.txn(key, txn))
-        return decode(res, value, revision) if ok else None
+        return as_written(res, obj, revision) if ok else None
 
     async def delete_if(self, res: Resource, obj: Obj, mod_revision: int) -> Obj | None:
         """Delete the key if still at mod_revision; returns the object as deleted (its last state)."""
