@@ -40,9 +40,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gifee.api.client import ApiClient  # noqa: E402
 from gifee.api.errors import ApiError  # noqa: E402
+from tests.procgroup import stop_group  # noqa: E402
 
 HOST = "127.0.0.1"
 PYTHON = [sys.executable, "-m", "gifee"]
@@ -114,21 +116,7 @@ class Proc:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(5)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:  # stragglers of the group (store workers) once the leader is gone
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        stop_group(proc, grace=5.0)  # the group (store workers too), never a reused process group id
 
 
 def store_cmd(kind: str, data_dir: Path, client: int, peer: int, grpc_workers: int) -> list[str]:
