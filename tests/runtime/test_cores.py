@@ -81,6 +81,8 @@ def test_make_spec_follows_entrypoint_cmd_and_env_rules() -> None:
     assert spec.cwd == "/w"
     assert spec.limits == Limits(750, 128_000_000, 10)
     assert PodSpec.from_json(spec.to_json()) == spec
+    changed = spec.replace(capabilities=frozenset({0}))
+    assert changed.capabilities == frozenset({0}) and changed.replace(capabilities=spec.capabilities) == spec
     no_cmd = {"config": {}}
     with pytest.raises(SpecError, match="no entrypoint"):
         make_spec(image_name="x", image_digest="d", image_config=no_cmd, hostname="h")
