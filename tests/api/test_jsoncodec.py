@@ -39,3 +39,13 @@ def test_clone_is_deep_and_independent() -> None:
     c["metadata"]["labels"]["a"] = "c"
     c["items"][0]["x"] = 2
     assert obj == {"metadata": {"labels": {"a": "b"}}, "items": [{"x": 1}], "big": 2 ** 70}
+
+
+def test_a_lone_surrogate_round_trips_as_its_escape() -> None:
+    """Kubernetes accepts "\\udc80" in a string; objects stored with it must still be served."""
+    obj = {"metadata": {"annotations": {"a": "\udc80"}}, "n": 1}
+    for encode in (jsoncodec.dumps, jsoncodec.dumps_sorted):
+        data = encode(obj)
+        assert b"\\udc80" in data
+        assert jsoncodec.loads(data) == obj
+    assert jsoncodec.loads(b'{"a":"\\udc80"}') == {"a": "\udc80"}

@@ -115,3 +115,69 @@ def test_a_watcher_that_falls_behind_is_closed_between_revisions() -> None:
         sub.offer(ev(QUEUE_LIMIT + 1, 0))
         assert sub.closed
     asyncio.run(run())
+
+
+class _FakeStore:
+    """Answers Txns as succeeded; holds each call until released; refuses groups if asked."""
+
+    def __init__(self, refuse_groups: bool = False) -> None:
+        self.calls: list[rpc_pb2.TxnRequest] = []
+        self.release = asyncio.Event()
+        self.refuse_groups = refuse_groups
+
+    async def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        import grpc
+
+        from gifee.store.errors import StoreError
+
+        self.calls.append(req)
+        await self.release.wait()
+        nested = [op.request_txn for op in req.success if op.HasField("request_txn")]
+        if nested and self.refuse_groups:
+            raise StoreError(grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: too many operations in txn request")
+        resp = rpc_pb2.TxnResponse(succeeded=True)
+        resp.header.revision = len(self.calls)
+        for _ in nested:
+            resp.responses.add().response_txn.succeeded = True
+        return resp
+
+
+def _put(key: bytes) -> rpc_pb2.TxnRequest:
+    return rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=b"v"))])
+
+
+def test_a_cancelled_request_s_write_is_never_sent() -> None:
+    from gifee.api.txnbatch import TxnBatcher
+
+    async def scenario() -> None:
+        store = _FakeStore()
+        batcher = TxnBatcher(store, depth=1)  # type: ignore[arg-type]
+        first = asyncio.create_task(batcher.txn(b"a", _put(b"a")))
+        waiting = asyncio.create_task(batcher.txn(b"b", _put(b"b")))
+        await asyncio.sleep(0.05)
+        assert len(store.calls) == 1  # b waits for a group
+        waiting.cancel()
+        await asyncio.sleep(0)
+        store.release.set()
+        assert (await first)[0] is True
+        await asyncio.sleep(0.05)
+        assert [c.success[0].request_put.key for c in store.calls] == [b"a"]
+
+    asyncio.run(scenario())
+
+
+def test_a_group_refused_whole_is_sent_again_write_by_write() -> None:
+    from gifee.api.txnbatch import TxnBatcher
+
+    async def scenario() -> None:
+        store = _FakeStore(refuse_groups=True)
+        batcher = TxnBatcher(store, depth=1)  # type: ignore[arg-type]
+        tasks = [asyncio.create_task(batcher.txn(k, _put(k))) for k in (b"a", b"b", b"c")]
+        await asyncio.sleep(0.05)
+        store.release.set()
+        results = await asyncio.gather(*tasks)
+        assert all(ok for ok, _ in results)
+        # a alone; b and c as a group (refused); then b and c one by one
+        assert [len(c.success) for c in store.calls] == [1, 2, 1, 1]
+
+    asyncio.run(scenario())

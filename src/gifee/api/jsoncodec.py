@@ -6,7 +6,8 @@ orjson differs from `json` in what it refuses, not in what valid JSON means: it 
 str keys and integers within 64 bits, and decodes neither NaN/Infinity nor lone surrogates. Those
 cases fall back to the json module, so every input accepted before is accepted now with the same
 result (an integer beyond 64 bits decodes to a float in both orjson and Kubernetes' own decoder for
-unstructured objects). Output is compact UTF-8 (no ASCII escapes); both are valid JSON.
+unstructured objects). Output is compact UTF-8; what falls back is ASCII-escaped, since a string
+with a lone surrogate (which Kubernetes accepts) has no UTF-8 form.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ def dumps(obj: Any) -> bytes:
     """Compact JSON bytes."""
     try:
         return orjson.dumps(obj)
-    except TypeError:  # a key that is not a str, an integer beyond 64 bits
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    except TypeError:  # a key that is not a str, an integer beyond 64 bits, a lone surrogate
+        # ASCII escapes: a lone surrogate has no UTF-8 form, only its \uXXXX escape (as before orjson)
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def dumps_sorted(obj: Any) -> bytes:
@@ -33,7 +35,7 @@ def dumps_sorted(obj: Any) -> bytes:
     try:
         return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
     except TypeError:
-        return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+        return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=True).encode()
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:

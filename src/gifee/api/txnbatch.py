@@ -19,7 +19,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import grpc
+
 from gifee.store.client import StoreClient
+from gifee.store.errors import StoreError
 from gifee.store.proto import rpc_pb2
 
 MAX_OPS = 64  # etcd's --max-txn-ops is 128, and a nested Txn counts against its parent's budget
@@ -38,12 +41,15 @@ class _Write:
 def take_group(pending: list[_Write], max_ops: int = MAX_OPS,
                max_bytes: int = MAX_BYTES) -> tuple[list[_Write], list[_Write]]:
     """The next group (oldest first, distinct keys, within the limits; the first write always goes,
-    whatever its size) and what stays pending, in order."""
+    whatever its size) and what stays pending, in order. Writes whose caller went away (a cancelled
+    request) are dropped: a write nobody waits for is never sent."""
     group: list[_Write] = []
     rest: list[_Write] = []
     keys: set[bytes] = set()
     size = 0
     for w in pending:
+        if w.done.done():
+            continue
         if len(group) < max_ops and w.key not in keys and (not group or size + w.size <= max_bytes):
             group.append(w)
             keys.add(w.key)
@@ -82,9 +88,15 @@ class TxnBatcher:
             resp = await self.client.txn(txn)
             return bool(resp.succeeded), int(resp.header.revision)
         done: asyncio.Future[tuple[bool, int]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Write(key, txn, txn.ByteSize(), done))
+        write = _Write(key, txn, txn.ByteSize(), done)
+        self._pending.append(write)
         self._start()
-        return await done
+        try:
+            return await done
+        except asyncio.CancelledError:  # the request went away: unsent, the write must not happen later
+            if write in self._pending:
+                self._pending.remove(write)
+            raise
 
     def _start(self) -> None:
         while self._pending and self._inflight < self.depth:
@@ -95,14 +107,26 @@ class TxnBatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _send(self, group: list[_Write]) -> None:
+        results: list[tuple[bool, int] | BaseException]
         try:
             if len(group) == 1:  # alone: the Txn as it is
                 resp = await self.client.txn(group[0].txn)
                 results = [(bool(resp.succeeded), int(resp.header.revision))]
             else:
-                results = group_results(await self.client.txn(group_request(group)), len(group))
+                try:
+                    results = list(group_results(await self.client.txn(group_request(group)), len(group)))
+                except StoreError as e:
+                    if e.code != grpc.StatusCode.INVALID_ARGUMENT:
+                        raise
+                    # Refused as a whole (a store with a lower --max-txn-ops or --max-request-bytes than
+                    # assumed): each write alone may fit, and gets its own answer.
+                    results = await self._one_by_one(group)
             for w, result in zip(group, results, strict=True):
-                if not w.done.done():
+                if w.done.done():
+                    continue
+                if isinstance(result, BaseException):
+                    w.done.set_exception(result)
+                else:
                     w.done.set_result(result)
         except BaseException as e:  # noqa: BLE001 - every waiter gets the failure (cancellation too)
             for w in group:
@@ -113,3 +137,13 @@ class TxnBatcher:
         finally:
             self._inflight -= 1
             self._start()
+
+    async def _one_by_one(self, group: list[_Write]) -> list[tuple[bool, int] | BaseException]:
+        out: list[tuple[bool, int] | BaseException] = []
+        for w in group:
+            try:
+                resp = await self.client.txn(w.txn)
+                out.append((bool(resp.succeeded), int(resp.header.revision)))
+            except StoreError as e:
+                out.append(e)
+        return out
