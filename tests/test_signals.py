@@ -23,7 +23,10 @@ async def main() -> None:
     def fork_and_end_child(signum: int) -> int:
         pid = os.fork()
         if pid == 0:
-            time.sleep(3)
+            try:
+                time.sleep(3)
+            except KeyboardInterrupt:  # SIGINT as Python has it by default
+                os._exit(130)
             os._exit(0)
         time.sleep(0.3)
         os.kill(pid, signum)
@@ -47,7 +50,7 @@ def run(mode: str) -> list[str]:
 
 
 def test_a_forked_childs_sigterm_is_not_the_daemons() -> None:
-    assert run("gifee") == ["[-15, -2] False", "stopped"]
+    assert run("gifee") == ["[-15, 130] False", "stopped"]
 
 
 def test_plain_asyncio_handlers_leak_into_forked_children() -> None:

@@ -5,8 +5,8 @@ signal's number into a socket that the event loop reads. A process forked from t
 (pyroute2's network-namespace helper, a pod launcher before it execs) inherits both the
 handler and the socket, so a SIGTERM meant for the child, e.g. pyroute2 ending its helper,
 was read by the daemon's loop as its own and stopped the whole node. Every child forked
-after `stop_on_signals` therefore starts with the default dispositions and no wakeup
-descriptor, as if the daemon had installed nothing.
+after `stop_on_signals` therefore starts as a fresh Python program would (SIGTERM's default
+action, SIGINT raising KeyboardInterrupt) and without the wakeup descriptor.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ _fork_hook_registered = False
 
 def _forget_handlers_in_child() -> None:
     signal.set_wakeup_fd(-1)
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own: KeyboardInterrupt
 
 
 def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], object]) -> None:

@@ -67,6 +67,7 @@ class Proxy:
         self.mirror = Mirror(config.server, plurals, self.debouncer.poke)
         self.applied = ""
         self.applied_ports: list[rules.ServicePort] = []
+        self._stale: set[tuple[str, str, int]] = set()  # backends whose flows are still to forget
         self._forgetting: asyncio.Task[None] | None = None
         self.syncs = 0
         self._routes = None
@@ -92,21 +93,27 @@ class Proxy:
         ports = rules.service_ports(services, endpoints)
         gone = rules.removed_backends(self.applied_ports, ports)
         self.applied_ports = ports
-        if gone:  # in the background: the next sync must not wait for conntrack
-            self._forgetting = asyncio.create_task(self._forget(gone, self._forgetting))
+        self._stale = (self._stale | gone) - rules.backends_in_use(ports)
+        if self._stale and (self._forgetting is None or self._forgetting.done()):
+            # in the background: the next sync must not wait for conntrack
+            self._forgetting = asyncio.create_task(self._forget())
         return True
 
-    async def _forget(self, gone: set[tuple[str, str, int]], previous: asyncio.Task[None] | None) -> None:
+    async def _forget(self) -> None:
+        """Forget the flows of backends gone from every service, until none are left to forget; a
+        backend that came back meanwhile (readiness flapping, an address reused) is left alone."""
         from gifee.proxy.conntrack import forget_flows
 
-        if previous is not None:
-            await previous
-        try:
-            deleted = await asyncio.to_thread(forget_flows, gone)
-        except Exception as e:  # the rules are in place; stale flows only cost their clients a retry
-            log.warning("conntrack: %s", e)
-        else:
-            log.info("%d backends gone, %d of their unanswered flows forgotten", len(gone), deleted)
+        while self._stale:
+            gone, self._stale = self._stale - rules.backends_in_use(self.applied_ports), set()
+            if not gone:
+                continue
+            try:
+                deleted = await asyncio.to_thread(forget_flows, gone)
+            except Exception as e:  # the rules are in place; stale flows only cost their clients a retry
+                log.warning("conntrack: %s", e)
+            else:
+                log.info("%d backends gone, %d of their unanswered flows forgotten", len(gone), deleted)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.mirror.start()

@@ -180,12 +180,14 @@ def render(services: Iterable[Obj], endpoints: Iterable[Obj], *, cluster_cidr: s
     return "\n".join(lines) + "\n"
 
 
+def backends_in_use(ports: Iterable[ServicePort]) -> set[tuple[str, str, int]]:
+    """(protocol, ip, port) of every backend some service port uses."""
+    return {(p.protocol, b.ip, b.port) for p in ports for b in p.backends}
+
+
 def removed_backends(before: Iterable[ServicePort], after: Iterable[ServicePort]) -> set[tuple[str, str, int]]:
     """(protocol, ip, port) of every backend some service port used before and none uses after."""
-    def used(ports: Iterable[ServicePort]) -> set[tuple[str, str, int]]:
-        return {(p.protocol, b.ip, b.port) for p in ports for b in p.backends}
-
-    return used(before) - used(after)
+    return backends_in_use(before) - backends_in_use(after)
 
 
 def cleanup_text() -> str:
