@@ -10,7 +10,6 @@ on each other forever.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -210,7 +209,7 @@ class Runtime:
                          dns=dns.nameservers if dns else (), dns_search=dns.searches if dns else (),
                          dns_opt=dns.options if dns else ())
         if opts.capabilities is not None:
-            spec = dataclasses.replace(spec, capabilities=opts.capabilities)
+            spec = spec.replace(capabilities=opts.capabilities)
         return spec, image
 
     def launch(self, spec: PodSpec, image: Image, tag: dict[str, str]) -> str:

@@ -16,7 +16,6 @@ restart by an agent) see exactly what was asked for.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -94,11 +93,9 @@ def parse_memory(text: str) -> int:
     return int(value)
 
 
-# The parts of a PodSpec are named tuples: immutable values like frozen dataclasses,
-# but defined in a tenth of the time (dataclass() compiles six methods per class, on
-# every start of `gifee run`). PodSpec itself stays a dataclass (dataclasses.replace
-# is used on it) and has a docstring: without one, dataclass() makes one from
-# inspect.signature, which costs as much again.
+# PodSpec and its parts are named tuples: immutable values like frozen dataclasses,
+# but defined in a tenth of the time (dataclass() compiles six methods per class on
+# every start of `gifee run`, and importing dataclasses brings inspect: 6-9 ms).
 class PortMap(NamedTuple):
     """A host port forwarded to a pod port (--port)."""
 
@@ -196,8 +193,7 @@ class Dns(NamedTuple):
         return "\n".join(lines) + "\n"
 
 
-@dataclasses.dataclass(frozen=True)
-class PodSpec:
+class PodSpec(NamedTuple):
     """Everything a pod is, as plain data (see the module's docstring)."""
 
     image_name: str
@@ -219,14 +215,12 @@ class PodSpec:
     hosts_entries: tuple[tuple[str, str], ...] = ()  # (address, names) lines added to /etc/hosts
 
     def replace(self, **changes: Any) -> PodSpec:
-        """A copy with `changes`. Callers should use this rather than dataclasses.replace:
-        once none does, PodSpec can stop being a dataclass, and `gifee run` stop importing
-        dataclasses and inspect (6-9 ms of every start; see benchmarks/README.md)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with `changes`."""
+        return self._replace(**changes)
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        # The named tuples as JSON objects (asdict keeps them tuples, which JSON makes arrays).
+        data = dict(self._asdict())
+        # The named tuples as JSON objects (as tuples, JSON would make them arrays).
         data["ports"] = [p._asdict() for p in self.ports]
         data["volumes"] = [v._asdict() for v in self.volumes]
         data["limits"] = self.limits._asdict()
