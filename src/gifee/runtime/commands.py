@@ -84,6 +84,9 @@ def run_options() -> argparse.ArgumentParser:
     p.add_argument("--dns-opt", action="append", default=[], help="resolv.conf option, e.g. ndots:5 (repeatable)")
     p.add_argument("--hosts-entry", action="append", default=[], help="ADDRESS=NAME[,NAME...] line for /etc/hosts")
     p.add_argument("--readonly-root", action="store_true", help="mount the pod's root read-only")
+    p.add_argument("--restart", default="no", metavar="POLICY",
+                   help="no, always, or on-failure[:N]: run the command again when it ends (always) or fails, "
+                        "with a back-off from 100 ms to 10 s; restarts show in gifee status")
     p.add_argument("--interactive", action="store_true", help="attach the terminal to the pod's stdin/stdout")
     p.add_argument("--private-users", action="store_true",
                    help="run the pod in a user namespace: its root is an unprivileged host uid range")
@@ -156,6 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             net=args.net, ports=args.port, volumes=args.volume, readonly_root=args.readonly_root,
             interactive=args.interactive, private_users=args.private_users, cpu_request=args.cpu_request,
             dns=args.dns, dns_search=args.dns_search, dns_opt=args.dns_opt, hosts_entries=args.hosts_entry,
+            restart=args.restart,
         )
 
         def started(pod: Any) -> None:
@@ -252,6 +256,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if info.get("pid") and info["state"] == "running":
         print(f"pid={info['pid']}")
     print(f"exited={'true' if info['exited'] else 'false'}")
+    if "restarts" in info:
+        print(f"restarts={info['restarts']}")
     if "exit_code" in info:
         print(f"app-exit-code={info['exit_code']}")
         if info.get("signal"):

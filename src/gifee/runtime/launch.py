@@ -121,6 +121,11 @@ class Launcher:
             err_r, err_w = os.pipe()
             fds += [pid_r, pid_w, go_r, go_w, err_r, err_w]
             os.set_inheritable(lock_fd, True)
+            restart_fd = -1
+            if spec.restart != "no":  # the supervising PID 1 appends a line per restart
+                restart_fd = os.open(pod.path / "restarts", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                                     0o644)
+                fds.append(restart_fd)
             if spec.interactive:
                 stdio = (0, 1, 2)
                 out_r = out_w = errout_r = errout_w = log_fd = -1
@@ -136,8 +141,8 @@ class Launcher:
                 self._child(spec, pod, layers, cgroup, shim, detach=detach, lock_fd=lock_fd,
                             pid_w=pid_w, go_r=go_r, go_w=go_w, err_r=err_r, err_w=err_w, stdio=stdio,
                             out_r=out_r, errout_r=errout_r, log_fd=log_fd, pid_r=pid_r, userns_fd=userns_fd,
-                            join_fds=join_fds)
-            _close(pid_w, go_r, err_w, out_w, errout_w, out_r, errout_r, log_fd)
+                            join_fds=join_fds, restart_fd=restart_fd)
+            _close(pid_w, go_r, err_w, out_w, errout_w, out_r, errout_r, log_fd, restart_fd)
             _close(*[fd for fd in stdio if fd > 2])
             fds = [pid_r, go_w, err_r, userns_fd, *join_fds]
             data = _read_all(pid_r)
@@ -222,7 +227,7 @@ class Launcher:
     def _child(self, spec: PodSpec, pod: Pod, layers: Sequence[Path], cgroup: PodCgroup, shim: Path, *,
                detach: bool, lock_fd: int, pid_w: int, go_r: int, go_w: int, err_r: int, err_w: int,
                stdio: tuple[int, int, int], out_r: int, errout_r: int, log_fd: int, pid_r: int,
-               userns_fd: int, join_fds: Sequence[int]) -> None:
+               userns_fd: int, join_fds: Sequence[int], restart_fd: int = -1) -> None:
         """In the forked child; ends in exec of the shim or os._exit.
 
         Without a user namespace the child forks the pod's first process itself. With
@@ -238,7 +243,9 @@ class Launcher:
                 signal.signal(signum, signal.SIG_DFL)
             # Launches from several threads of one process (an agent) must not hold each
             # other's pipes: keep only this pod's descriptors.
-            keep = {0, 1, 2, lock_fd, pid_w, go_r, err_w, out_r, errout_r, log_fd, userns_fd, *stdio, *join_fds}
+            keep = {0, 1, 2, lock_fd, pid_w, go_r, err_w, out_r, errout_r, log_fd, userns_fd, restart_fd, *stdio,
+                    *join_fds}
+            supervisor = shim if restart_fd >= 0 else None
             _close_all_but(keep)
             if detach:
                 os.setsid()
@@ -254,7 +261,8 @@ class Launcher:
             if userns_fd < 0:
                 cgroup_files = cgroup.join_files()
                 watched = self._fork_first(spec, pod, layers, pid_w=pid_w, go_r=go_r, err_w=err_w,
-                                           stdio=stdio, close_in_first=own, cgroup_files=cgroup_files)
+                                           stdio=stdio, close_in_first=own, cgroup_files=cgroup_files,
+                                           supervisor=supervisor, restart_fd=restart_fd)
             else:
                 # Everything the pod's first process imports must be loaded now: inside the
                 # user namespace this process is an unprivileged uid that may not read the
@@ -275,7 +283,8 @@ class Launcher:
                     linux.setns(userns_fd, linux.CLONE_NEWUSER)
                     linux.become_namespace_root()
                     first = self._fork_first(spec, pod, lowers, pid_w=pid_w, go_r=go_r, err_w=err_w,
-                                             stdio=stdio, close_in_first=())
+                                             stdio=stdio, close_in_first=(), supervisor=supervisor,
+                                             restart_fd=restart_fd)
                     os.execv(str(shim), [str(shim), "-1", str(first), "-", "-1", "-1", "-1", "0"])
                 _close(pid_w, go_r, err_w, *[fd for fd in stdio if fd > 2])
             for fd in own:
@@ -292,7 +301,7 @@ class Launcher:
 
     def _fork_first(self, spec: PodSpec, pod: Pod, layers: Sequence[Path], *, pid_w: int, go_r: int,
                     err_w: int, stdio: tuple[int, int, int], close_in_first: Sequence[int],
-                    cgroup_files: Sequence[str] = ()) -> int:
+                    cgroup_files: Sequence[str] = (), supervisor: Path | None = None, restart_fd: int = -1) -> int:
         """Unshare the pod's namespaces and fork its first process (PID 1 inside), whose
         host PID goes to the launcher through pid_w."""
         linux.unshare(namespace_flags(spec))
@@ -302,7 +311,8 @@ class Launcher:
             os.set_blocking(err_w, True)
             fcntl_cloexec(err_w)
             stage2.run(spec, rootfs=pod.path / "rootfs", layers=layers, upper=pod.path / "upper",
-                       work=pod.path / "work", go_fd=go_r, error_fd=err_w, stdio=stdio, cgroup_files=cgroup_files)
+                       work=pod.path / "work", go_fd=go_r, error_fd=err_w, stdio=stdio, cgroup_files=cgroup_files,
+                       supervisor=supervisor, restart_fd=restart_fd)
             os._exit(126)
         os.write(pid_w, str(first).encode())
         _close(pid_w, go_r, err_w, *[fd for fd in stdio if fd > 2])
@@ -430,6 +440,15 @@ def describe(pod: Pod) -> dict[str, Any]:
         info["signal"] = exit_record.get("signal")
         info["oom_killed"] = int(exit_record.get("oom_kills") or 0) > 0
         info["finished"] = exit_record.get("finished_at")
+    if spec.get("restart", "no") != "no":
+        try:
+            lines = (pod.path / "restarts").read_text().splitlines()
+        except FileNotFoundError:
+            lines = []
+        info["restarts"] = len(lines)
+        if lines:
+            with contextlib.suppress(ValueError):
+                info["last_restart"] = json.loads(lines[-1])
     return info
 
 

@@ -23,6 +23,18 @@
  * or killed by the same signal). A pod in a user namespace has one such relay between
  * the recording shim, which must stay host root to write the pod directory, and the
  * pod's first process, which must be forked inside the user namespace.
+ *
+ * gifee-shim supervise POLICY MAX RECORD_FD -- COMMAND...
+ *   runs as the pod's PID 1 when the pod has a restart policy (`gifee run --restart`),
+ *   exec'd by stage 2 in place of the command, with the command's user, capabilities
+ *   and environment. It runs the command and, as it ends, runs it again if POLICY says
+ *   so (always; on-failure: a non-zero exit or a signal), at most MAX times (0: no
+ *   limit), after a back-off that doubles from 100 ms to 10 s and starts again once a
+ *   run lasted 10 s. Each restart appends a JSON line to RECORD_FD (the pod directory's
+ *   `restarts`): its number and how the run before it ended. SIGTERM, SIGINT and SIGHUP
+ *   are passed to the command and end the restarts; as PID 1 it also reaps orphans.
+ *   It exits as the last run exited (128 + N for a signal N: a PID namespace's init
+ *   cannot end itself by a signal).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -91,7 +103,97 @@ static void copy_output(int out_pipe, int err_pipe, int log_fd, int tee) {
     }
 }
 
+static volatile sig_atomic_t stopping = 0;
+static volatile pid_t running_child = 0;
+
+static void pass_on(int sig) {
+    stopping = 1;
+    if (running_child > 0) kill(running_child, sig);
+}
+
+static int supervise(int argc, char **argv) {
+    if (argc < 7 || strcmp(argv[5], "--") != 0) {
+        fprintf(stderr, "usage: gifee-shim supervise always|on-failure MAX RECORD_FD -- COMMAND...\n");
+        return 125;
+    }
+    int always = strcmp(argv[2], "always") == 0;
+    if (!always && strcmp(argv[2], "on-failure") != 0) {
+        fprintf(stderr, "gifee-shim: unknown restart policy %s\n", argv[2]);
+        return 125;
+    }
+    long max = atol(argv[3]);
+    int record_fd = atoi(argv[4]);
+    char **command = argv + 6;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = pass_on;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+
+    long restarts = 0;
+    long delay_ms = 100;
+    for (;;) {
+        struct timespec began, ended;
+        clock_gettime(CLOCK_MONOTONIC, &began);
+        pid_t pid = fork();
+        if (pid < 0) {
+            perror("gifee-shim: fork");
+            return 125;
+        }
+        if (pid == 0) {
+            signal(SIGTERM, SIG_DFL);
+            signal(SIGINT, SIG_DFL);
+            signal(SIGHUP, SIG_DFL);
+            if (record_fd >= 0) close(record_fd);
+            execvp(command[0], command);
+            fprintf(stderr, "gifee: %s: %s\n", command[0], strerror(errno));
+            _exit(errno == ENOENT ? 127 : 126);
+        }
+        running_child = pid;
+        if (stopping) kill(pid, SIGTERM); /* a stop that came while it was being forked */
+        int status = 0;
+        for (;;) {
+            pid_t got = waitpid(-1, &status, 0); /* PID 1: orphans of the pod end up here too */
+            if (got == pid) break;
+            if (got < 0 && errno != EINTR) {
+                perror("gifee-shim: waitpid");
+                return 125;
+            }
+        }
+        running_child = 0;
+        clock_gettime(CLOCK_MONOTONIC, &ended);
+        int code = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
+        int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+        int again = !stopping && (always || sig != 0 || code != 0) && (max <= 0 || restarts < max);
+        if (!again) return sig ? 128 + sig : code;
+
+        restarts++;
+        if (record_fd >= 0) {
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            char record[256];
+            int len = sig ? snprintf(record, sizeof record,
+                                     "{\"restart\": %ld, \"exit_code\": null, \"signal\": %d, \"finished_at\": %lld.%09ld}\n",
+                                     restarts, sig, (long long)now.tv_sec, now.tv_nsec)
+                          : snprintf(record, sizeof record,
+                                     "{\"restart\": %ld, \"exit_code\": %d, \"signal\": null, \"finished_at\": %lld.%09ld}\n",
+                                     restarts, code, (long long)now.tv_sec, now.tv_nsec);
+            write_all(record_fd, record, (size_t)len);
+        }
+        if (ended.tv_sec - began.tv_sec >= 10) delay_ms = 100; /* it ran a while: start the back-off again */
+        struct timespec pause = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};
+        while (!stopping && nanosleep(&pause, &pause) < 0 && errno == EINTR) {
+        }
+        if (stopping) return sig ? 128 + sig : code;
+        delay_ms = delay_ms * 2 > 10000 ? 10000 : delay_ms * 2;
+    }
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "supervise") == 0) return supervise(argc, argv);
     if (argc != 8) {
         fprintf(stderr, "usage: gifee-shim POD_DIR_FD CHILD_PID OOM_FILE LOG_FD OUT_FD ERR_FD TEE\n");
         return 125;

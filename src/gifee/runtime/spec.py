@@ -213,6 +213,8 @@ class PodSpec(NamedTuple):
     private_users: bool = False
     dns: Dns | None = None  # None: the host's resolv.conf
     hosts_entries: tuple[tuple[str, str], ...] = ()  # (address, names) lines added to /etc/hosts
+    restart: str = "no"  # no | on-failure | always (--restart)
+    restart_max: int = 0  # on-failure:N: at most N restarts (0: no limit)
 
     def replace(self, **changes: Any) -> PodSpec:
         """A copy with `changes`."""
@@ -248,7 +250,24 @@ class PodSpec(NamedTuple):
             private_users=bool(data.get("private_users", False)),
             dns=Dns(**{k: tuple(v) for k, v in data["dns"].items()}) if data.get("dns") else None,
             hosts_entries=tuple((a, n) for a, n in data.get("hosts_entries", ())),
+            restart=str(data.get("restart", "no")),
+            restart_max=int(data.get("restart_max", 0)),
         )
+
+
+RESTART_POLICIES = ("no", "on-failure", "always")
+
+
+def parse_restart(text: str) -> tuple[str, int]:
+    """--restart=no|always|on-failure[:N] (Docker's and Podman's form) -> (policy, max restarts or 0)."""
+    policy, _, count = text.partition(":")
+    if policy not in RESTART_POLICIES or (count and policy != "on-failure"):
+        raise SpecError(f"--restart={text}: must be no, always, or on-failure[:N]")
+    if not count:
+        return policy, 0
+    if not count.isdigit() or int(count) < 1:
+        raise SpecError(f"--restart={text}: N must be a whole number of at least 1")
+    return policy, int(count)
 
 
 def make_spec(
@@ -273,6 +292,7 @@ def make_spec(
     dns_search: Sequence[str] = (),
     dns_opt: Sequence[str] = (),
     hosts_entries: Sequence[str] = (),
+    restart: str = "no",
 ) -> PodSpec:
     """The pod that `gifee run` options ask for, over an image's OCI config."""
     config = image_config.get("config") or {}
@@ -298,6 +318,7 @@ def make_spec(
         raise SpecError(f"--port needs --net=default (the pod's own network); got --net={net}")
     if pids is not None and pids < 1:
         raise SpecError(f"--pids={pids}: must be at least 1")
+    restart_policy, restart_max = parse_restart(restart)
     return PodSpec(
         image_name=image_name,
         image_digest=image_digest,
@@ -320,4 +341,6 @@ def make_spec(
         private_users=private_users,
         dns=Dns(tuple(dns), tuple(dns_search), tuple(dns_opt)) if dns or dns_search or dns_opt else None,
         hosts_entries=tuple(parse_hosts_entry(h) for h in hosts_entries),
+        restart=restart_policy,
+        restart_max=restart_max,
     )

@@ -13,7 +13,8 @@ network and PID namespaces (it is PID 1 of the pod). In order it:
   5. pivots into the root and detaches the host's tree;
   6. waits for the launcher's go (the network is attached by then);
   7. drops capabilities to the pod's set, sets no_new_privs, switches user,
-     and execs the command.
+     and execs the command (with a restart policy: gifee-shim's supervise mode,
+     which runs the command and runs it again, see shim.c).
 Any failure is written to the error pipe, which the launcher reports; exec closes
 that pipe (close-on-exec), which is how the launcher learns the command started.
 Nothing here returns: the process ends in exec or os._exit.
@@ -198,6 +199,8 @@ def run(
     error_fd: int,
     stdio: tuple[int, int, int],
     cgroup_files: Sequence[str] = (),
+    supervisor: Path | None = None,
+    restart_fd: int = -1,
 ) -> None:
     try:
         # The pod lives no longer than its shim (our parent, outside the PID namespace):
@@ -219,6 +222,9 @@ def run(
             raise RuntimeError("the launcher went away before the pod started")
         pod_ip = go.decode().strip() or None
         _write_etc(rootfs, spec, None if pod_ip == "-" else pod_ip)
+        # A restart policy makes gifee-shim the pod's PID 1 (it runs the command again): opened
+        # while the host's tree is still reachable, exec'd from the descriptor after the pivot.
+        supervisor_fd = os.open(supervisor, os.O_RDONLY | os.O_CLOEXEC) if supervisor is not None else -1
         _pivot(rootfs)
         if spec.net != "host" and not spec.net.startswith("pod:"):  # a joined pod's UTS is shared
             linux.sethostname(spec.hostname)
@@ -229,9 +235,16 @@ def run(
         for target, fd in enumerate(stdio):
             if fd != target:
                 os.dup2(fd, target)
-        os.closerange(3, error_fd)
-        os.closerange(error_fd + 1, 65536)
+        last = 2
+        for fd in sorted({error_fd, supervisor_fd, restart_fd} - {-1}):
+            os.closerange(last + 1, fd)
+            last = fd
+        os.closerange(last + 1, 65536)
         env = dict(spec.env)
+        if supervisor_fd >= 0:
+            os.set_inheritable(restart_fd, True)
+            os.execve(supervisor_fd, ["gifee-shim", "supervise", spec.restart, str(spec.restart_max),
+                                      str(restart_fd), "--", *spec.argv], env)
         os.execvpe(spec.argv[0], list(spec.argv), env)
     except BaseException as e:  # everything ends here: report it, never return into the launcher's code
         if isinstance(e, OSError | KeyError | RuntimeError):
