@@ -14,7 +14,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported when used: `gifee run` must not pay for the store's imports
     import ssl
@@ -176,12 +176,55 @@ def _command_named(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _terminal_columns() -> int:
+    """What argparse's formatter asks shutil for, without importing shutil (and through it
+    bz2 and lzma: 3-7 ms of every gifee run) to build parsers whose help is rarely printed."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns if sys.__stdout__ else 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         width if width is not None else _terminal_columns() - 2)
+
+
+class _Parser(argparse.ArgumentParser):
+    """gifee's parsers (subcommands' too: add_subparsers makes parsers of its parser's class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
+def _untranslated(message: str) -> str:
+    return message
+
+
+def _untranslated_plural(singular: str, plural: str, n: int) -> str:
+    return singular if n == 1 else plural
+
+
+# argparse passes its messages through gettext, which imports locale and looks for
+# message catalogues on every call; Python ships none for argparse, so the lookup only
+# costs time (a few ms of every gifee run).
+argparse._ = _untranslated  # type: ignore[attr-defined]
+argparse.ngettext = _untranslated_plural  # type: ignore[attr-defined]
+
+
 def build_parser(wanted: str | None) -> tuple[argparse.ArgumentParser, bool]:
     """The command line's parser and whether it has the subcommand `wanted`. Only the
     parts up to the one that has it are loaded: building every part's parsers costs
     more than all of `gifee run`'s own work before the pod starts. With `wanted` None
     (help, no subcommand) every part is loaded, the store first, in help's order."""
-    parser = argparse.ArgumentParser(prog="gifee", description="Google's infrastructure for everyone else")
+    parser: argparse.ArgumentParser = _Parser(prog="gifee", description="Google's infrastructure for everyone else")
     parser.add_argument("--dir", default=os.environ.get("GIFEE_DIR", DEFAULT_DIR),
                         help="gifee's data directory: images, pods, trusted keys (like rkt's --dir; env GIFEE_DIR)")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -19,7 +19,7 @@ _SUB = argparse._SubParsersAction
 
 
 def add_parsers(sub: _SUB[argparse.ArgumentParser]) -> None:
-    options = run_options()
+    options = run_options(sub._parser_class)  # gifee's parser class, as its subcommands have
     p = sub.add_parser("run", help="run an image as a pod", parents=[options],
                        usage="gifee run IMAGE [options] [-- ARGS...]")
     p.add_argument("image")
@@ -66,8 +66,8 @@ def add_parsers(sub: _SUB[argparse.ArgumentParser]) -> None:
     p.set_defaults(run=cmd_gc)
 
 
-def run_options() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False, prog="gifee run")
+def run_options(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = parser_class(add_help=False, prog="gifee run")
     p.add_argument("--cpu", help="CPU limit, e.g. 750m or 1.5")
     p.add_argument("--cpu-request", help="CPU weight as a request, e.g. 250m (cpu.shares; not a cap)")
     p.add_argument("--memory", help="memory limit, e.g. 128M or 1Gi")
