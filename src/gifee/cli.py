@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -234,8 +233,13 @@ def build_parser(wanted: str | None) -> tuple[argparse.ArgumentParser, bool]:
         if wanted is not None and wanted in sub.choices:
             break
         name = f"gifee.{part}.commands"
-        if importlib.util.find_spec(f"gifee.{part}") is not None and importlib.util.find_spec(name) is not None:
-            importlib.import_module(name).add_parsers(sub)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:  # a part without subcommands (importlib.util costs ~1 ms to ask)
+            if e.name not in (f"gifee.{part}", name):
+                raise
+            continue
+        module.add_parsers(sub)
     return parser, wanted is not None and wanted in sub.choices
 
 
