@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-TIMEOUT = 3.0
+TIMEOUT = 10.0  # as a patient client: a SYN to a dead pod is retried by TCP and balanced anew
 
 
 def one(host: str, port: int, path: str) -> dict[str, Any]:

@@ -5,7 +5,8 @@ through the cluster DNS; requests to the cluster IP from a client namespace spre
 the replicas. Then, under continuous load (one request per connection, every failure
 counted): a rolling update v1 -> v2, a scale from 5 to 8, and machine 3's death (links
 cut, node process and pods SIGKILLed). Failures per phase are printed as JSON
-(`E2E-RESULT ...`); none are allowed during the update and the scale-out."""
+(`E2E-RESULT ...`); none are allowed during the update, the scale-out and after, and
+during the machine's death only requests that were in flight to it when it died."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 GRACE = 5          # node-monitor-grace-period: seconds without a heartbeat before a node is Unknown
 TOLERATION = 2     # default-toleration-seconds: then its pods are evicted
+THREADS = 4        # load generator threads, one request in flight each
+IN_FLIGHT = 0.5    # seconds before the kill whose requests count as in flight (requests take ~1-30 ms)
 
 APP = """
 apiVersion: apps/v1
@@ -156,7 +159,7 @@ def test_load_through_update_scale_and_node_failure(cluster: Machines) -> None:
     assert load.returncode == 0
     gen = __import__("subprocess").Popen(
         ["ip", "netns", "exec", lab.client_ns, sys.executable, str(Path(__file__).with_name("loadgen.py")),
-         ip, "80", "/index.html", "240", "4", str(out), str(stopfile)])
+         ip, "80", "/index.html", "240", str(THREADS), str(out), str(stopfile)])
     phases: dict[str, tuple[float, float]] = {}
     load_start = time.time()
     try:
@@ -173,7 +176,7 @@ def test_load_through_update_scale_and_node_failure(cluster: Machines) -> None:
         time.sleep(3)
         victim = lab.machines[2]
         on_victim = [p["metadata"]["name"] for p in pods(lab) if p["spec"].get("nodeName") == victim.name]
-        t0 = time.time()
+        t0 = time.time() - IN_FLIGHT  # requests begun just before the kill belong to it
         lab.kill(victim)
         wait_settled(lab, "pods back on other machines", 8, "2", 120, victim.name)
         phases[f"kill {victim.name} ({len(on_victim)} pods)"] = (t0, time.time() + 1)
@@ -192,10 +195,11 @@ def test_load_through_update_scale_and_node_failure(cluster: Machines) -> None:
     assert summary["scale 5->8"]["failed"] == 0, summary["scale 5->8"]
     assert summary["after"]["failed"] == 0 and summary["after"]["requests"] > 0, summary["after"]
     assert summary["between"]["failed"] == 0, summary["between"]
-    # the node failure costs only requests sent to the dead machine's pods before the cluster noticed: all
-    # started within the heartbeat grace period (plus the time to mark its pods not ready and resync the rules)
+    # the node failure costs only the requests in flight to the dead machine when it died (at most one per
+    # client thread): a connection still being opened to its pods is retried by TCP and, once the dead pods
+    # leave the endpoints and the proxy forgets their unanswered flows, balanced to a live one
     kill = next(v for k, v in summary.items() if k.startswith("kill "))
-    assert all(t < GRACE + 5 for t in kill["failed_at"]), kill
+    assert kill["failed"] <= THREADS and all(t < IN_FLIGHT + 0.1 for t in kill["failed_at"]), kill
     # the v1 -> v2 switch is visible to the client, and all 8 replicas served after the scale
     assert any(b.endswith("v2") for b in summary["scale 5->8"]["backends"])
     assert len(summary["after"]["backends"]) == 8, summary["after"]["backends"]
