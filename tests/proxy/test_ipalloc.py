@@ -102,11 +102,11 @@ def test_two_servers_never_share_an_ip(two_servers: tuple[Cluster, Cluster]) -> 
     assert code == 200
     code, obj = b.http("POST", SVCS, svc("again"))
     assert code == 201 and obj["spec"]["clusterIP"] == gone["spec"]["clusterIP"]
-    for i in range(40):
-        a.http("DELETE", SVCS + f"/race-{i}")
-    for i in range(22):
-        a.http("DELETE", SVCS + f"/fill-{i}")
-    a.http("DELETE", SVCS + "/again")
+    # every address goes back (the next test needs the range): a delete that failed would leak one
+    gone_codes = [a.http("DELETE", SVCS + f"/race-{i}")[0] for i in range(40) if i != 3]
+    gone_codes += [a.http("DELETE", SVCS + f"/fill-{i}")[0] for i in range(21)]
+    gone_codes.append(a.http("DELETE", SVCS + "/again")[0])
+    assert gone_codes == [200] * 61, gone_codes
 
 
 def test_given_headless_nodeport_and_immutable(two_servers: tuple[Cluster, Cluster]) -> None:
@@ -121,7 +121,7 @@ def test_given_headless_nodeport_and_immutable(two_servers: tuple[Cluster, Clust
     assert code == 201 and obj["spec"]["clusterIP"] == "None"
     code, obj = a.http("POST", SVCS, svc("np", type="NodePort", ports=[{"name": "a", "port": 80},
                                                                        {"name": "b", "port": 81, "nodePort": 30005}]))
-    assert code == 201, obj
+    assert code == 201, obj.get("message") if isinstance(obj, dict) else obj
     ports = {p["name"]: p["nodePort"] for p in obj["spec"]["ports"]}
     assert ports["b"] == 30005 and 30000 <= ports["a"] <= 30039 and ports["a"] != 30005
     code, obj2 = b.http("POST", SVCS, svc("np2", type="NodePort", ports=[{"port": 80, "nodePort": 30005}]))
