@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 GRACE = 5          # node-monitor-grace-period: seconds without a heartbeat before a node is Unknown
 TOLERATION = 2     # default-toleration-seconds: then its pods are evicted
 THREADS = 4        # load generator threads, one request in flight each
-IN_FLIGHT = 0.5    # seconds before the kill whose requests count as in flight (requests take ~1-30 ms)
+IN_FLIGHT = 2.0    # seconds before the kill whose requests count as in flight (one took 0.8 s on a loaded machine)
 
 APP = """
 apiVersion: apps/v1
