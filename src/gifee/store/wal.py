@@ -356,15 +356,7 @@ class WriteAheadLog:
         if self._fd is not None:
             # Leftovers of an interrupted reset are decoded as non-last segments, which forgive no torn tail
             # (nor a reserved one).
-            try:
-                cut = self._cut_reserved_tail()
-            except BaseException as exc:
-                self._failed = exc
-                raise
-            if cut:
-                self._fsync_current()
-            else:
-                self.sync()
+            self._seal_current()
         old = self._segments
         old_fd = self._fd
         self._segments = []
@@ -410,10 +402,8 @@ class WriteAheadLog:
         if self._failed is not None:
             raise OSError(f"{self._directory}: write-ahead log unusable after an I/O error") from self._failed
 
-    def _roll_over(self, first_index: int) -> None:
-        assert self._fd is not None
-        # Only the last segment may have a torn tail (or a reserved one), so the one being sealed must be
-        # complete on disk, and no longer than its records, first.
+    def _seal_current(self) -> None:
+        """The current segment complete on disk and no longer than its records (its reserved tail cut)."""
         try:
             cut = self._cut_reserved_tail()
         except BaseException as exc:
@@ -423,6 +413,12 @@ class WriteAheadLog:
             self._fsync_current()
         else:
             self.sync()
+
+    def _roll_over(self, first_index: int) -> None:
+        assert self._fd is not None
+        # Only the last segment may have a torn tail (or a reserved one), so the one being sealed must be
+        # complete on disk, and no longer than its records, first.
+        self._seal_current()
         try:
             os.close(self._fd)
             self._fd = None
