@@ -56,8 +56,20 @@ async def serve(urls: list[str]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--listen-client-urls", default="http://127.0.0.1:2379")
+    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    p.add_argument("--procs", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
     args, _ = p.parse_known_args()  # etcd's other flags are accepted and ignored
-    asyncio.run(serve(args.listen_client_urls.split(",")))
+    import os
+
+    for _ in range(args.procs - 1):
+        if os.fork() == 0:
+            break
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(serve(args.listen_client_urls.split(",")))
+    else:
+        asyncio.run(serve(args.listen_client_urls.split(",")))
 
 
 if __name__ == "__main__":

@@ -151,12 +151,13 @@ def run_store(args: argparse.Namespace) -> int:
         grpc_workers=default_workers() if args.grpc_workers is None else args.grpc_workers,
     )
     level = {"warn": "WARNING"}.get(args.log_level, args.log_level.upper())
-    import asyncio
     import logging
+
+    from gifee import eventloop
 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(serve(config))
+        eventloop.run(serve(config))
     except Exception as e:  # a start-up failure (corrupt data, port in use) ends with a clear message
         logging.getLogger("gifee").error("%s", e)
         return 1

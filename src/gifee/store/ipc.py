@@ -33,7 +33,7 @@ import json
 import logging
 import struct
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -206,8 +206,7 @@ class CoreConnection(asyncio.BufferedProtocol):
     # -- transport events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = transport = cast(asyncio.Transport, transport)
         self._writer = FrameWriter(transport.write, self._loop)
         transport.write(encode_frame(HELLO, 0, method_table_payload(self._table)))
 

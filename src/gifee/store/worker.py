@@ -21,10 +21,11 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
+from gifee import eventloop
 from gifee.store import clientport, ipc
 from gifee.store.handlers import SERVER_STREAM, UNARY
 from gifee.store.listen import grpc_options_for
@@ -44,8 +45,7 @@ class CoreLink(asyncio.BufferedProtocol):
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._writer = ipc.FrameWriter(transport.write, self._loop)
+        self._writer = ipc.FrameWriter(cast(asyncio.Transport, transport).write, self._loop)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
@@ -204,8 +204,7 @@ def _unix_address(address: str) -> str:
 async def serve(
     core_address: str, handoff_address: str, urls: list[str], max_request_bytes: int, cert: str, key: str
 ) -> None:
-    loop = asyncio.get_running_loop()
-    _, link = await loop.create_unix_connection(CoreLink, _unix_address(core_address))
+    _, link = await eventloop.connect_unix(CoreLink, _unix_address(core_address))
     table = await link.table
     server = grpc.aio.server(options=grpc_options_for(max_request_bytes))
     server.add_generic_rpc_handlers(_handlers(link, table))
@@ -242,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     clientport.raise_descriptor_limit()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the core decides when workers stop
     try:
-        asyncio.run(
+        eventloop.run(
             serve(
                 args.core,
                 args.handoff,
