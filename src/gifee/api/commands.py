@@ -35,7 +35,6 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def run_apiserver(args: argparse.Namespace) -> int:
-    import asyncio
     import logging
     import ssl
     import sys
@@ -63,7 +62,9 @@ def run_apiserver(args: argparse.Namespace) -> int:
     config.extra["service_cluster_ip_range"] = args.service_cluster_ip_range
     config.extra["service_node_port_range"] = parse_port_range(args.service_node_port_range)
     try:
-        asyncio.run(serve(config))
+        from gifee import eventloop
+
+        eventloop.run(serve(config))
     except KeyboardInterrupt:
         return 0
     except Exception as e:

@@ -118,7 +118,9 @@ def _run(coro: object) -> int:
             pass
 
     try:
-        asyncio.run(wrapper())
+        from gifee import eventloop
+
+        eventloop.run(wrapper())
     except RuntimeError as e:  # lost leadership
         print(f"error: {e}", file=sys.stderr)
         return 1
