@@ -430,3 +430,39 @@ def test_concurrent_launches_from_threads(gifee: Gifee) -> None:
         assert all(gifee.status(u)["state"] == "running" for u in uuids)
     finally:
         gifee.run("stop", "--force", *uuids)
+
+
+def test_a_launch_closes_each_descriptor_once(gifee: Gifee, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a process with other threads a second close of a number may close another thread's
+    new descriptor (an agent's node process once died of EBADF so): the launcher closes each
+    of its descriptors once, so none of its closes finds the number already closed."""
+    import errno
+
+    from gifee.image.store import ImageStore
+    from gifee.runtime.launch import Launcher
+    from gifee.runtime.spec import make_spec
+
+    store = ImageStore(gifee.dir / "images")
+    image = store.resolve("example.com/busybox:latest")
+    launcher = Launcher(gifee.dir)
+    parent = os.getpid()
+    real_close = os.close
+    already_closed: list[int] = []
+
+    def close(fd: int) -> None:
+        try:
+            real_close(fd)
+        except OSError as e:
+            if e.errno == errno.EBADF and os.getpid() == parent:
+                already_closed.append(fd)
+            raise
+
+    monkeypatch.setattr(os, "close", close)
+    spec = make_spec(image_name=image.name, image_digest=image.manifest_digest, image_config=image.config,
+                     hostname="once", args=["/bin/sleep", "30"], net="none")
+    pod, _ = launcher.launch(spec, store.layer_dirs(image), detach=True)
+    monkeypatch.undo()
+    try:
+        assert already_closed == []
+    finally:
+        gifee.run("stop", "--force", pod.uuid)

@@ -142,8 +142,11 @@ class Launcher:
                             pid_w=pid_w, go_r=go_r, go_w=go_w, err_r=err_r, err_w=err_w, stdio=stdio,
                             out_r=out_r, errout_r=errout_r, log_fd=log_fd, pid_r=pid_r, userns_fd=userns_fd,
                             join_fds=join_fds, restart_fd=restart_fd)
-            _close(pid_w, go_r, err_w, out_w, errout_w, out_r, errout_r, log_fd, restart_fd)
-            _close(*[fd for fd in stdio if fd > 2])
+            # The child's ends, each closed exactly once: stdio holds out_w and errout_w too, and a
+            # second close could hit a descriptor that another thread (the agent's event loop,
+            # another launch) has opened under the same number meanwhile.
+            _close(*{pid_w, go_r, err_w, out_w, errout_w, out_r, errout_r, log_fd, restart_fd,
+                     *[fd for fd in stdio if fd > 2]})
             fds = [pid_r, go_w, err_r, userns_fd, *join_fds]
             data = _read_all(pid_r)
             if not data:
