@@ -22,17 +22,22 @@ loser picks again. Choosing is a pure function of the range, the keys in use and
 a random seed (`choose_ip`, `choose_port`); the shell lists the keys, chooses,
 and retries on a lost race. A release deletes the key only if it still names the
 owner (Txn compare on the value). Allocation happens before the service is
-written and is undone if the write fails; a crash in between leaks an address
-(no repair loop yet).
+written and is undone if the write fails. A claim, the service's write and the
+release of what it no longer holds run to their end together even when the
+request is cancelled (the API server cancels a handler whose client hangs up):
+cancelled between them, a written service could keep an address whose claim was
+undone, or a deleted service's address stay claimed. A crash of the API server
+in between still leaks an address (no repair loop yet).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from gifee.api import errors, resources
 from gifee.store.client import StoreClient
@@ -48,6 +53,18 @@ DEFAULT_PORTS = (30000, 32767)
 NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
 SERVICES = resources.lookup("", "v1", "services")
 assert SERVICES is not None
+
+
+T = TypeVar("T")
+_finishing: set[asyncio.Task[Any]] = set()  # strong references: shielded tasks outlive their callers
+
+
+async def _to_the_end(coro: Coroutine[Any, Any, T]) -> T:
+    """Await coro; a cancelled caller stops waiting, but coro still runs to its end."""
+    task = asyncio.ensure_future(coro)
+    _finishing.add(task)
+    task.add_done_callback(_finishing.discard)
+    return await asyncio.shield(task)
 
 
 class AllocationError(Exception):
@@ -287,6 +304,9 @@ class ServiceAllocator:
 
     async def create(self, obj: Obj, write: Callable[[], Awaitable[Obj]], dry_run: bool) -> Obj:
         """Claim the new service's IP and node ports, then write it; undo the claims if the write fails."""
+        return await _to_the_end(self._create(obj, write, dry_run))
+
+    async def _create(self, obj: Obj, write: Callable[[], Awaitable[Obj]], dry_run: bool) -> Obj:
         got = Held([], [])
         try:
             await self._fill(obj, got)
@@ -305,6 +325,10 @@ class ServiceAllocator:
                      write: Callable[[Callable[[Obj], Obj]], Awaitable[Obj]], dry_run: bool) -> Obj:
         """An update: clusterIP immutable, nodePorts carried over or claimed before the write; what the
         old object held and the new one does not is released after it."""
+        return await _to_the_end(self._update(current, make, write, dry_run))
+
+    async def _update(self, current: Obj, make: Callable[[Obj], Obj],
+                      write: Callable[[Callable[[Obj], Obj]], Awaitable[Obj]], dry_run: bool) -> Obj:
         got = Held([], [])
         try:
             probe = make(_copy(current))
@@ -349,9 +373,16 @@ class ServiceAllocator:
             await self.release(owner_of(current), unused_ips, unused_ports)
         return written
 
-    async def removed(self, obj: Obj) -> None:
-        ips, ports = held(obj)
-        await self.release(owner_of(obj), ips, ports)
+    async def delete(self, remove: Awaitable[Obj | None]) -> Obj | None:
+        """Remove a service (`remove` gives it, or None if it was not removed) and release what it held."""
+        return await _to_the_end(self._delete(remove))
+
+    async def _delete(self, remove: Awaitable[Obj | None]) -> Obj | None:
+        removed = await remove
+        if removed is not None:
+            ips, ports = held(removed)
+            await self.release(owner_of(removed), ips, ports)
+        return removed
 
 
 def _copy(obj: Obj) -> Obj:

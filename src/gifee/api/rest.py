@@ -213,10 +213,12 @@ class Rest:
         if result:
             return result[0]
         if lifecycle.should_remove_after_update(written):
-            removed = await self.storage.delete_if(res, written, int(written["metadata"]["resourceVersion"]))
+            mod = int(written["metadata"]["resourceVersion"])
+            if res.kind == "Service" and self.services is not None:
+                removed = await self.services.delete(self.storage.delete_if(res, written, mod))
+            else:
+                removed = await self.storage.delete_if(res, written, mod)
             if removed is not None:
-                if res.kind == "Service" and self.services is not None:
-                    await self.services.removed(removed)
                 return removed
         return written
 
@@ -273,9 +275,10 @@ class Rest:
                 return current if decision.remove else decision.updated or current
             mod = int(meta["resourceVersion"])
             if decision.remove:
-                deleted = await self.storage.delete_if(res, current, mod)
-                if deleted is not None and res.kind == "Service" and self.services is not None:
-                    await self.services.removed(deleted)
+                if res.kind == "Service" and self.services is not None:
+                    deleted = await self.services.delete(self.storage.delete_if(res, current, mod))
+                else:
+                    deleted = await self.storage.delete_if(res, current, mod)
                 if deleted is not None:
                     return deleted
             else:
