@@ -13,6 +13,7 @@ Failures raise ApiError with the server's Status (code, reason, message).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
@@ -21,6 +22,7 @@ import aiohttp
 
 from gifee.api import jsoncodec, resources
 from gifee.api.errors import ApiError
+from gifee.api.http11 import Http11Pool
 
 Obj = dict[str, Any]
 MERGE = "application/merge-patch+json"
@@ -47,8 +49,13 @@ class ApiClient:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=None,
                                                                              connect=timeout))
         self.timeout = timeout
+        # single requests to a plain-HTTP server go through a lighter keep-alive pool than
+        # aiohttp's client (http11.py); watches and https stay with aiohttp
+        self._pool = Http11Pool(self.server) if self.server.startswith("http://") else None
 
     async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
         await self._session.close()
 
     async def __aenter__(self) -> ApiClient:
@@ -60,16 +67,21 @@ class ApiClient:
     async def request(self, method: str, path: str, body: Any = None, *, params: dict[str, str] | None = None,
                       content_type: str = "application/json") -> Obj:
         data = None if body is None else jsoncodec.dumps(body)
-        async with self._session.request(method, self.server + path, data=data, params=params,
-                                         headers={"Content-Type": content_type, "Accept": "application/json"},
-                                         timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
-            raw = await resp.read()
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        if self._pool is not None:
+            async with asyncio.timeout(self.timeout):
+                status, _, raw = await self._pool.request(method, path, data, headers, params)
+        else:
+            async with self._session.request(method, self.server + path, data=data, params=params, headers=headers,
+                                             timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
+                raw = await resp.read()
+                status = resp.status
         try:
             out = jsoncodec.loads(raw) if raw else {}
         except ValueError:
             out = {"message": raw.decode(errors="replace")}
-        if resp.status >= 400:
-            raise ApiError(resp.status, str(out.get("reason", "Unknown")), str(out.get("message", "")),
+        if status >= 400:
+            raise ApiError(status, str(out.get("reason", "Unknown")), str(out.get("message", "")),
                            out.get("details"))
         return out if isinstance(out, dict) else {"value": out}
 
