@@ -242,9 +242,12 @@ class NodeInfo:
         self.mem = 0
         self.ports: Counter[tuple[str, str, int]] = Counter()
         self.groups: Counter[str] = Counter()
+        self.base_key: tuple[int, int, int, int] | None = None  # what `base` was computed for (_score_values)
+        self.base = 0.0
         self.set_node(node)
 
     def set_node(self, node: Obj | None) -> None:
+        self.base_key = None
         self.node = node
         self.name = name_of(node) if node is not None else ""
         self.name_bytes = self.name.encode()
@@ -261,6 +264,7 @@ class NodeInfo:
 
     def add(self, key: str, facts: PodFacts) -> None:
         self.remove(key)
+        self.base_key = None
         self.pods[key] = facts
         self.requested.update(facts.requests)
         self.cpu += facts.nonzero[0]
@@ -273,6 +277,7 @@ class NodeInfo:
         facts = self.pods.pop(key, None)
         if facts is None:
             return
+        self.base_key = None
         self.requested.subtract(facts.requests)
         self.cpu -= facts.nonzero[0]
         self.mem -= facts.nonzero[1]
@@ -424,17 +429,37 @@ def _score(w: _Wanted, feasible: list[NodeInfo], weights: dict[str, int]) -> dic
     return {i.name: v for i, v in zip(feasible, _score_values(w, feasible, weights), strict=True)}
 
 
+_BASE_KEYS: dict[tuple[int, int, int, int], tuple[int, int, int, int]] = {}
+
+
+def _base_key(cpu: int, mem: int, wl: int, wb: int) -> tuple[int, int, int, int]:
+    """One tuple object per distinct (pod cpu, pod memory, weights): NodeInfo.base_key is compared by
+    identity, so the per-node check costs one `is`."""
+    key = (cpu, mem, wl, wb)
+    got = _BASE_KEYS.get(key)
+    if got is None:
+        if len(_BASE_KEYS) > 4096:
+            _BASE_KEYS.clear()
+        got = _BASE_KEYS[key] = key
+    return got
+
+
 def _score_values(w: _Wanted, feasible: list[NodeInfo], weights: dict[str, int]) -> list[float]:
     """Each feasible node's score, in order."""
     # A score that is the same on every node (no services, no controller, no soft taints, no
     # preferred terms: normalised all-zero lists) is a constant rather than a list; the sum below
     # keeps its order of operations, so every score is the same float as when all were lists.
+    # The first two terms (LeastAllocated and BalancedAllocation: the node's sums and the pod's
+    # cpu and memory) are kept on the NodeInfo until its pods change: a node is scored hundreds of
+    # times between two of its own changes. (a + b) + c + ... is the same float as a + b + c + ...
     n = len(feasible)
+    counts: list[int] | None = None
     if w.services:
         spread: list[float] | None = _normalized([float(_same_group_count(w, i)) for i in feasible], True)
     elif w.group:
         group = w.group
-        spread = _normalized([i.groups.get(group, 0) for i in feasible], True)  # ints: the same quotients
+        counts = [i.groups.get(group, 0) for i in feasible]  # normalised inline below: the same quotients
+        spread = None
     else:
         spread = None
     taints = (_normalized([float(sum(1 for t in i.soft_taints if not any(tolerates(x, t) for x in w.tolerations)))
@@ -442,27 +467,59 @@ def _score_values(w: _Wanted, feasible: list[NodeInfo], weights: dict[str, int])
               if any(i.soft_taints for i in feasible) else None)
     aff = (_normalized([float(preferred_affinity(w.pod, i.node) if i.node else 0) for i in feasible], False)
            if w.preferred else None)
-    spread_l = spread if spread is not None else [100.0] * n
-    taints_l = taints if taints is not None else [100.0] * n
-    aff_l = aff if aff is not None else [0.0] * n
     wl, wb, ws = weights["LeastAllocated"], weights["BalancedAllocation"], weights["Spread"]
     wt, wa = weights["TaintToleration"], weights["NodeAffinity"]
     wcpu, wmem = w.cpu, w.mem
+    key = _base_key(wcpu, wmem, wl, wb)
     out: list[float] = []
     append = out.append
+    if taints is None and aff is None:
+        # the common case: only the spread differs between the nodes besides the node's own terms
+        t_c, a_c = wt * 100.0, wa * 0.0
+        top = max(counts, default=0) if counts is not None else 0
+        if counts is not None and top > 0:
+            for i, c in zip(feasible, counts, strict=True):
+                if i.base_key is key:
+                    base = i.base
+                else:
+                    base = i.base = _node_base(i, wcpu, wmem, wl, wb)
+                    i.base_key = key
+                append(base + ws * (100 - c * 100 / top) + t_c + a_c)
+            return out
+        for i, sp in zip(feasible, spread if spread is not None else [100.0] * n, strict=True):
+            if i.base_key is key:
+                base = i.base
+            else:
+                base = i.base = _node_base(i, wcpu, wmem, wl, wb)
+                i.base_key = key
+            append(base + ws * sp + t_c + a_c)
+        return out
+    if counts is not None:
+        spread = _normalized(counts, True)  # type: ignore[arg-type]  # ints: the same quotients
+    spread_l = spread if spread is not None else [100.0] * n
+    taints_l = taints if taints is not None else [100.0] * n
+    aff_l = aff if aff is not None else [0.0] * n
     for i, sp, ta, af in zip(feasible, spread_l, taints_l, aff_l, strict=True):
-        # _fractions, inline: this loop runs for hundreds of nodes per decision
-        a = i.alloc_cpu
-        fc = (wcpu + i.cpu) / a if a else 1.0
-        if fc > 1.0:
-            fc = 1.0
-        a = i.alloc_mem
-        fm = (wmem + i.mem) / a if a else 1.0
-        if fm > 1.0:
-            fm = 1.0
-        append(wl * ((1 - fc) + (1 - fm)) / 2 * 100 + wb * (1 - abs(fc - fm) / 2) * 100
-               + ws * sp + wt * ta + wa * af)
+        if i.base_key is key:
+            base = i.base
+        else:
+            base = i.base = _node_base(i, wcpu, wmem, wl, wb)
+            i.base_key = key
+        append(base + ws * sp + wt * ta + wa * af)
     return out
+
+
+def _node_base(i: NodeInfo, wcpu: int, wmem: int, wl: int, wb: int) -> float:
+    """LeastAllocated and BalancedAllocation, weighted and summed (_fractions, inline)."""
+    a = i.alloc_cpu
+    fc = (wcpu + i.cpu) / a if a else 1.0
+    if fc > 1.0:
+        fc = 1.0
+    a = i.alloc_mem
+    fm = (wmem + i.mem) / a if a else 1.0
+    if fm > 1.0:
+        fm = 1.0
+    return wl * ((1 - fc) + (1 - fm)) / 2 * 100 + wb * (1 - abs(fc - fm) / 2) * 100
 
 
 # --- the decision ------------------------------------------------------------------------------------
@@ -481,12 +538,15 @@ def schedule(pod: Obj, nodes: list[Obj], pods: Iterable[Obj], services: Iterable
 
 
 def schedule_on(pod: Obj, infos: Iterable[NodeInfo], services: Iterable[Obj] = (),
-                weights: dict[str, int] | None = None, *, start: int = 0, percentage: int = 100) -> Result:
+                weights: dict[str, int] | None = None, *, start: int = 0, percentage: int = 100,
+                with_scores: bool = True, all_live: bool = False) -> Result:
     """`schedule` over NodeInfos a caller keeps current (the shell), without walking the placed pods.
     The filters run from the `start`-th node on (wrapping) and stop once `nodes_to_find` feasible
-    nodes are found; `Result.checked` says how many nodes they looked at."""
+    nodes are found; `Result.checked` says how many nodes they looked at. `with_scores` False leaves
+    Result.scores empty (the shell needs only the node); `all_live` says that `infos` is a list
+    whose every NodeInfo has its node (no need to filter it)."""
     w = _wanted(pod, list(services))
-    nodes = [i for i in infos if i.node is not None]
+    nodes = infos if all_live and isinstance(infos, list) else [i for i in infos if i.node is not None]
     total = len(nodes)
     enough = nodes_to_find(total, percentage)
     if total and start % total:
@@ -535,8 +595,8 @@ def schedule_on(pod: Obj, infos: Iterable[NodeInfo], services: Iterable[Obj] = (
         h = zlib.crc32(i.name_bytes, salt)
         if h > best_hash:
             best_info, best_hash = i, h
-    return Result(best_info.name, {i.name: v for i, v in zip(feasible, values, strict=True)}, reasons, "",
-                  checked)
+    scores = {i.name: v for i, v in zip(feasible, values, strict=True)} if with_scores else {}
+    return Result(best_info.name, scores, reasons, "", checked)
 
 
 def bind_action(pod: Obj, node: str) -> Action:
