@@ -52,8 +52,9 @@ def prepare_create(res: Resource, obj: Obj, now: dt.datetime) -> Obj:
     return obj
 
 
-def prepare_update(res: Resource, old: Obj, new: Obj, *, subresource: str = "") -> Obj:
-    new = jsoncodec.clone(new)
+def prepare_update(res: Resource, old: Obj, new: Obj, *, subresource: str = "", owned: bool = False) -> Obj:
+    """owned: `new` is the caller's to change (else it is copied first)."""
+    new = new if owned else jsoncodec.clone(new)
     meta = new.setdefault("metadata", {})
     old_meta = old.get("metadata", {})
     for k in SERVER_META:

@@ -54,7 +54,7 @@ async def _target(storage: Storage, namespace: str, name: str, query: Any) -> tu
     return f"http://{host}:{port}", container, name
 
 
-async def serve_log(storage: Storage, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
+async def serve_log(storage: Storage, request: web.BaseRequest, namespace: str, name: str) -> web.StreamResponse:
     base, container, _ = await _target(storage, namespace, name, request.query)
     params = {k: request.query[k] for k in PASSED_LOG if k in request.query}
     url = f"{base}/containerLogs/{namespace}/{name}/{container}"
@@ -77,7 +77,7 @@ async def serve_log(storage: Storage, request: web.Request, namespace: str, name
             return resp
 
 
-async def serve_exec(storage: Storage, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
+async def serve_exec(storage: Storage, request: web.BaseRequest, namespace: str, name: str) -> web.StreamResponse:
     upgrade = request.headers.get("Upgrade", "").lower()
     if upgrade.startswith("spdy/3"):
         return await serve_exec_spdy(storage, request, namespace, name)
@@ -160,7 +160,7 @@ def _json_objects(buffer: bytearray) -> list[bytes]:
     return out
 
 
-async def serve_exec_spdy(storage: Storage, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
+async def serve_exec_spdy(storage: Storage, request: web.BaseRequest, namespace: str, name: str) -> web.StreamResponse:
     from gifee.api import spdy
 
     offered = [v.strip() for h in request.headers.getall("X-Stream-Protocol-Version", []) for v in h.split(",")]

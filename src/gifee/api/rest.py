@@ -116,8 +116,10 @@ class Rest:
 
     # -- verbs
 
-    async def create(self, res: Resource, namespace: str, body: Any, *, dry_run: bool = False) -> Obj:
-        obj = self._check_type(res, jsoncodec.clone(body))
+    async def create(self, res: Resource, namespace: str, body: Any, *, dry_run: bool = False,
+                     owned: bool = False) -> Obj:
+        """owned: the body is the caller's to give away (a request's, just decoded): no copy is made."""
+        obj = self._check_type(res, body if owned else jsoncodec.clone(body))
         meta = obj["metadata"]
         if res.namespaced:
             body_ns = meta.get("namespace")
@@ -160,8 +162,8 @@ class Rest:
         return {"kind": res.list_kind, "apiVersion": res.api_version, "metadata": meta, "items": result.items}
 
     async def update(self, res: Resource, namespace: str, name: str, body: Any, *, subresource: str = "",
-                     dry_run: bool = False) -> Obj:
-        obj = self._check_type(res, jsoncodec.clone(body))
+                     dry_run: bool = False, owned: bool = False) -> Obj:
+        obj = self._check_type(res, body if owned else jsoncodec.clone(body))
         meta = obj["metadata"]
         if meta.get("name") and meta["name"] != name:
             raise errors.bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL "
@@ -173,15 +175,19 @@ class Rest:
         if res.namespaced:
             meta["namespace"] = namespace
         want_rv = str(meta.get("resourceVersion") or "")
-        # the body replaces the object: `make` never looks at the current copy, which needs no copying
+        # the body replaces the object: `make` never looks at the current copy, which needs no copying,
+        # and gives our own copy of the body, which needs none either
         return await self._write(res, namespace, name, lambda current: obj, want_rv, subresource, dry_run,
-                                 copy_current=False)
+                                 copy_current=False, owned_new=True)
 
     async def _write(self, res: Resource, namespace: str, name: str, make: Callable[[Obj], Obj], want_rv: str,
-                     subresource: str, dry_run: bool, *, allocated: bool = False, copy_current: bool = True) -> Obj:
+                     subresource: str, dry_run: bool, *, allocated: bool = False, copy_current: bool = True,
+                     owned_new: bool = False) -> Obj:
         """The shared update path: precondition, server fields, defaults, validation, one guarded write.
         `make` gets a copy of the current object it may change (the current object itself, which may be
-        the watch cache's and must stay untouched, when copy_current is False: make must not change it)."""
+        the watch cache's and must stay untouched, when copy_current is False: make must not change it).
+        owned_new: what `make` returns shares nothing with the current object or anyone else's (it may
+        be changed in place; a retry gets it again and sets every server field afresh)."""
         if res.kind == "Service" and not subresource and not allocated and self.services is not None:
             current = await self.storage.get(res, namespace, name)
             return await self.services.update(current, make, lambda m: self._write(
@@ -198,7 +204,7 @@ class Rest:
             new["metadata"]["name"] = name
             if res.namespaced:
                 new["metadata"]["namespace"] = namespace
-            new = lifecycle.prepare_update(res, current, new, subresource=subresource)
+            new = lifecycle.prepare_update(res, current, new, subresource=subresource, owned=owned_new)
             apply_defaults(res.kind, new)
             causes = validate_update(res.kind, current, new) if subresource != "status" else []
             if causes:
@@ -428,7 +434,7 @@ class Rest:
             current.setdefault("spec", {})["replicas"] = replicas
             return current
 
-        written = await self._write(res, namespace, name, make, want_rv, "", dry_run)
+        written = await self._write(res, namespace, name, make, want_rv, "", dry_run, owned_new=True)
         return self.scale_of(res, written)
 
     async def bind(self, namespace: str, name: str, binding: Any) -> Obj:
@@ -449,13 +455,14 @@ class Rest:
             current = (pod.get("spec") or {}).get("nodeName")
             if current:
                 raise errors.conflict(PODS, name, f'pod {name} is already assigned to node "{current}"')
-            pod = _strip_rv(pod)
-            pod.setdefault("spec", {})["nodeName"] = node
-            conds = [c for c in pod.setdefault("status", {}).get("conditions", []) if c.get("type") != "PodScheduled"]
+            # the pod with its node and condition: new metadata, spec and status dicts, the rest (the
+            # containers, the other conditions) shared with the current pod, which nothing changes
+            conds = [c for c in (pod.get("status") or {}).get("conditions", []) if c.get("type") != "PodScheduled"]
             conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
                           "lastTransitionTime": lifecycle.timestamp(now())})
-            pod["status"]["conditions"] = conds
-            return pod
+            meta = {k: v for k, v in pod["metadata"].items() if k != "resourceVersion"}
+            return {**pod, "metadata": meta, "spec": {**(pod.get("spec") or {}), "nodeName": node},
+                    "status": {**(pod.get("status") or {}), "conditions": conds}}
 
         await self.storage.guaranteed_update(PODS, namespace, name, mutate)
         return errors.success_status() | {"code": 201}
