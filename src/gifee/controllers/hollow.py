@@ -5,8 +5,8 @@ the status of an existing one), then renews its Lease every `lease_interval`
 seconds (one PUT of the lease it wrote last; the nodes' beats are spread over the
 interval); every `node_check_every` beats, and on the first after a pause, it reads
 its Node and, if the Ready condition is not True (the node lifecycle controller
-marked it Unknown while we were away), refreshes the status. One pod informer,
-indexed by node, serves all nodes: an event for a pod bound to one of them queues
+marked it Unknown while we were away), refreshes the status. One pod informer
+(pods bound to some node), indexed by node, serves all nodes: an event for a pod bound to one of them queues
 that node, whose sync (the core's `pod_actions` over that node's pods) starts pods
 (Running, Ready, an IP) and finishes deletions; `workers` nodes sync at once. `pause(name)` stops a node's heartbeats, to test the lifecycle controller.
 """
@@ -38,7 +38,9 @@ class HollowNodes:
         self.lease_interval = lease_interval
         self.node_check_every = node_check_every
         self.paused: set[str] = set()
-        self.pods = Informer(api, "pods", resync=resync)
+        # only pods bound to a node, as a kubelet watches only its own (spec.nodeName=<node>): one watch
+        # for all the hollow nodes, without every pod's creation and scheduling-time events
+        self.pods = Informer(api, "pods", resync=resync, field_selector="spec.nodeName!=")
         self.pods.add_index("node", by_node_name)
         self.queue = WorkQueue()
         self.pods.on_event(self._on_pod)

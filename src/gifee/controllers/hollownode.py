@@ -154,7 +154,7 @@ def pod_actions(node_name: str, index: int, pods: list[Obj], now: dt.datetime) -
         if ip is None:
             continue
         used.add(ip)
-        body = deepcopy(pod)
-        body["status"] = running_status(pod, ip, node_ip(index), now)
+        # the pod with its new status; the rest is shared with the observed pod, which nothing changes
+        body = {**pod, "status": running_status(pod, ip, node_ip(index), now)}
         actions.append(Action("update_status", "pods", namespace_of(pod), name_of(pod), body))
     return actions
