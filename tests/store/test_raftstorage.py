@@ -134,3 +134,23 @@ def test_membership_follows_conf_changes() -> None:
     assert 1 not in m.members and 1 in m.removed
     again = Membership.from_plain(m.to_plain())
     assert again.to_plain() == m.to_plain()
+
+
+def test_a_deferred_commit_goes_out_with_the_next_write_or_at_close(tmp_path: Path) -> None:
+    s, _, _ = reopen(tmp_path)
+    s.save(HardState(1, 1, 0), entries(1, 3, 1))
+    s.sync()
+    s.defer(HardState(1, 1, 3))
+    records = s.wal.last_index
+    s.defer(HardState(1, 1, 3))
+    assert s.wal.last_index == records  # nothing written for it yet
+    s.save(None, entries(4, 4, 1))
+    s.sync()
+    s.close()
+    s, hs, es = reopen(tmp_path)
+    assert hs == HardState(1, 1, 3) and es == entries(1, 4, 1)
+    s.defer(HardState(1, 1, 4))
+    s.close()  # a clean stop writes it
+    s, hs, _ = reopen(tmp_path)
+    assert hs == HardState(1, 1, 4)
+    s.close()

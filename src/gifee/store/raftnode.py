@@ -135,16 +135,17 @@ class RaftNode:
             early = raft.role == Role.LEADER and not vote_changed and self.transport is not None
             if early and rd.messages:
                 self._send(rd.messages, immediate=True)
-            if rd.entries or hs is not None:
-                self.storage.save(rd.hard_state, rd.entries)
+            if rd.entries or vote_changed:
+                self.storage.save(hs, rd.entries)
+                started = time.monotonic()
+                self.storage.sync()
+                self.metrics["wal_fsyncs"] += 1
+                self.metrics["wal_fsync_seconds"] += time.monotonic() - started
+                self._synced_vote = (raft.term, raft.vote)
+            elif hs is not None:
                 # A commit index alone need not be durable (it is learned again from the leader, or
-                # recomputed by a lone member), so only entries, a new term or a vote cost an fsync.
-                if rd.entries or vote_changed:
-                    started = time.monotonic()
-                    self.storage.sync()
-                    self.metrics["wal_fsyncs"] += 1
-                    self.metrics["wal_fsync_seconds"] += time.monotonic() - started
-                    self._synced_vote = (raft.term, raft.vote)
+                # recomputed by a lone member): no fsync, and no write until the next batch's.
+                self.storage.defer(hs)
             if rd.messages and not early:
                 self._send(rd.messages)
             if rd.committed:

@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class RaftStorage:
         self.wal = wal
         self._position = positions  # raft index -> WAL record number of the entry kept for it
         self._last_entry = max(positions, default=0)
+        self._deferred: HardState | None = None  # a commit-only hard state not yet written
 
     @classmethod
     def open(
@@ -81,8 +83,21 @@ class RaftStorage:
             raise WalCorruptError(f"{directory}: commit index {hard.commit} is past the last entry")
         return cls(wal, positions), hard, entries
 
+    def defer(self, hard_state: HardState) -> None:
+        """A hard state that only moves the commit index: written with the next `save` (or at close).
+
+        A commit index need not be durable (a member learns it again from the leader; a lone
+        member commits its log again once it leads), so it costs no write of its own: on a lone
+        member every batch of writes would otherwise take two WAL writes, its entries and then
+        the commit that the fsync made possible.
+        """
+        self._deferred = hard_state
+
     def save(self, hard_state: HardState | None, entries: list[Entry]) -> None:
         """Append (not yet durable): entries first, then the hard state that may commit them."""
+        if hard_state is None:
+            hard_state = self._deferred
+        self._deferred = None
         next_seq = self.wal.last_index + 1
         records: list[tuple[int, bytes]] = []
         if entries and entries[0].index <= self._last_entry:
@@ -123,4 +138,7 @@ class RaftStorage:
         return self.wal.size_bytes()
 
     def close(self) -> None:
+        if self._deferred is not None:
+            with contextlib.suppress(Exception):  # a failed log is closed as it is
+                self.save(None, [])
         self.wal.close()
