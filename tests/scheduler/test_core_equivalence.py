@@ -147,3 +147,24 @@ def test_large_uniform_cluster() -> None:
         got = core.schedule_on(pod, infos, start=k * 420, percentage=0)
         want = reference(pod, infos, [], start=k * 420, percentage=0)
         assert (got.node, got.scores, got.checked) == (want.node, want.scores, want.checked)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pods_per_node=st.lists(st.integers(0, 3), min_size=1, max_size=150), start=st.integers(0, 300),
+       percentage=st.sampled_from([0, 10, 50, 100]), taint=st.booleans())
+def test_the_shells_fast_filter_finds_the_same_nodes(pods_per_node: list[int], start: int, percentage: int,
+                                                     taint: bool) -> None:
+    """with_scores=False (the shell): plain pods without requests on plain nodes are filtered in C;
+    the decision and `checked` equal the plain loop's (with_scores=True), room or not."""
+    plain = {"cpu": "4", "mem": "8Gi", "pods": "3", "taints": [], "unschedulable": False, "zone": "a"}
+    ns = [make_node(i, plain) for i in range(len(pods_per_node))]
+    if taint:  # one node that is not plain: the fast path must not be taken
+        ns[0]["spec"]["taints"] = [TAINTS[0]]
+    d = {"cpu": "", "mem": "", "group": 1, "port": 0, "node": 0, "tolerations": [], "selector": False,
+         "preferred": False, "app": "web"}
+    pods = [make_pod(f"p{i}-{k}", d, f"n{i}") for i, n in enumerate(pods_per_node) for k in range(n)]
+    infos = list(core.node_infos(ns, pods).values())
+    pod = make_pod("new", d)
+    fast = core.schedule_on(pod, infos, start=start, percentage=percentage, with_scores=False, all_live=True)
+    slow = core.schedule_on(pod, infos, start=start, percentage=percentage)
+    assert (fast.node, fast.checked, fast.message) == (slow.node, slow.checked, slow.message)

@@ -45,6 +45,8 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import compress, count, islice
+from operator import attrgetter, methodcaller
 from typing import Any
 
 from gifee.controllers.objects import (
@@ -261,11 +263,17 @@ class NodeInfo:
         self.alloc_cpu = self.alloc.get("cpu") or 0  # _fractions' divisors (0: none)
         self.alloc_mem = self.alloc.get("memory") or 0
         self.max_pods: int | None = self.alloc["pods"] // 1000 if "pods" in self.alloc else None
+        self._update_open()
+
+    def _update_open(self) -> None:
+        # a plain node with room for one more pod: what a plain pod without requests needs
+        self.open = self.plain and (self.max_pods is None or len(self.pods) < self.max_pods)
 
     def add(self, key: str, facts: PodFacts) -> None:
         self.remove(key)
         self.base_key = None
         self.pods[key] = facts
+        self._update_open()
         self.requested.update(facts.requests)
         self.cpu += facts.nonzero[0]
         self.mem += facts.nonzero[1]
@@ -278,6 +286,7 @@ class NodeInfo:
         if facts is None:
             return
         self.base_key = None
+        self._update_open()
         self.requested.subtract(facts.requests)
         self.cpu -= facts.nonzero[0]
         self.mem -= facts.nonzero[1]
@@ -429,6 +438,9 @@ def _score(w: _Wanted, feasible: list[NodeInfo], weights: dict[str, int]) -> dic
     return {i.name: v for i, v in zip(feasible, _score_values(w, feasible, weights), strict=True)}
 
 
+_GROUPS = attrgetter("groups")
+_PLAIN = attrgetter("plain")
+_OPEN = attrgetter("open")
 _BASE_KEYS: dict[tuple[int, int, int, int], tuple[int, int, int, int]] = {}
 
 
@@ -458,7 +470,8 @@ def _score_values(w: _Wanted, feasible: list[NodeInfo], weights: dict[str, int])
         spread: list[float] | None = _normalized([float(_same_group_count(w, i)) for i in feasible], True)
     elif w.group:
         group = w.group
-        counts = [i.groups.get(group, 0) for i in feasible]  # normalised inline below: the same quotients
+        # normalised inline below (the same quotients); map/attrgetter/methodcaller: the loop runs in C
+        counts = list(map(methodcaller("get", group, 0), map(_GROUPS, feasible)))
         spread = None
     else:
         spread = None
@@ -559,6 +572,15 @@ def schedule_on(pod: Obj, infos: Iterable[NodeInfo], services: Iterable[Obj] = (
     # that is schedulable can only be turned down by the resource filter (_fit's last checks, inline)
     plain = not w.node_name and not w.needs_affinity and not w.ports
     requests = w.requests
+    if plain and not requests and not with_scores and all(map(_PLAIN, nodes)):
+        # every node plain and a plain pod without requests: the feasible nodes are exactly the open
+        # ones (room for a pod), found in C; the reasons of the others are only needed if none is
+        # feasible (then the loop below runs for the message). Same nodes and `checked` as the loop.
+        picked = list(islice(compress(count(), map(_OPEN, nodes)), enough))
+        if picked:
+            feasible = [nodes[k] for k in picked]
+            checked = picked[-1] + 1 if len(picked) >= enough else total
+            nodes = []
     for info in nodes:
         checked += 1
         if plain and info.plain and (info.max_pods is None or len(info.pods) < info.max_pods):
@@ -585,12 +607,14 @@ def schedule_on(pod: Obj, infos: Iterable[NodeInfo], services: Iterable[Obj] = (
     # the best score rounded to 6 places; ties go to the highest CRC-32 (the first such node on equal
     # hashes). Rounding is monotonic, so only scores within a rounding step of the highest can round
     # to the top: the others are skipped before the (slow) round.
-    top = round(max(values), 6)
+    # (a score equal to the highest needs no rounding; compress/map pick the candidates in C)
+    vmax = max(values)
+    top = round(vmax, 6)
     floor = top - 2e-6
     best_info = feasible[0]
     best_hash = -1
-    for i, v in zip(feasible, values, strict=True):
-        if v < floor or round(v, 6) != top:
+    for i, v in compress(zip(feasible, values, strict=True), map(floor.__le__, values)):
+        if v != vmax and round(v, 6) != top:
             continue
         h = zlib.crc32(i.name_bytes, salt)
         if h > best_hash:
