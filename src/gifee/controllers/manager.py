@@ -34,6 +34,7 @@ from gifee.controllers.objects import (
     controller_ref,
     is_deleting,
     key_of,
+    map_selector_matches,
     meta,
     namespace_of,
     owner_refs,
@@ -130,8 +131,18 @@ class ControllerManager:
             for rc in self.inf["replicationcontrollers"].list():
                 if namespace_of(rc) == ns:
                     self._add("replicationcontroller", key_of(rc))
+        # the services whose selector takes the pod (now or before the change): as Kubernetes' endpoints
+        # controller, a pod no selector takes cannot change any endpoints (and a service without a
+        # selector has no managed endpoints); requeueing every service of the namespace on every pod
+        # event reconciled the `kubernetes` service three times per pod
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        old_labels = ((old.get("metadata") or {}).get("labels") or {}) if old else labels
         for svc in self.inf["services"].list():
-            if namespace_of(svc) == ns:
+            if namespace_of(svc) != ns:
+                continue
+            sel = (svc.get("spec") or {}).get("selector")
+            if sel and isinstance(sel, dict) and (map_selector_matches(sel, labels)
+                                                  or (old_labels is not labels and map_selector_matches(sel, old_labels))):
                 self._add("endpoints", key_of(svc))
         node = (pod.get("spec") or {}).get("nodeName")
         if node and nodelifecycle.pod_events_matter(self.inf["nodes"].get(str(node)),
