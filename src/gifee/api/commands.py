@@ -61,6 +61,9 @@ def run_apiserver(args: argparse.Namespace) -> int:
 
     config.extra["service_cluster_ip_range"] = args.service_cluster_ip_range
     config.extra["service_node_port_range"] = parse_port_range(args.service_node_port_range)
+    from gifee import gcpolicy
+
+    gcpolicy.install()  # the watch caches hold every object: no automatic full collections (gcpolicy.py)
     try:
         from gifee import eventloop
 

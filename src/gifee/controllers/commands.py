@@ -107,6 +107,10 @@ def _run(coro: object) -> int:
     import asyncio
     import signal
 
+    from gifee import gcpolicy
+
+    gcpolicy.install()  # informers hold every object: no automatic full collections (gcpolicy.py)
+
     async def wrapper() -> None:
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
