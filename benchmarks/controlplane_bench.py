@@ -288,6 +288,7 @@ async def measure(args: argparse.Namespace, server: str, procs: list[Proc]) -> d
         created_s = time.monotonic() - t_start
         print(f"{args.rcs} RCs created in {created_s:.2f} s; waiting for {total} pods Running", flush=True)
         last_report = time.monotonic()
+        last_cpu, last_running = dict(cpu0), 0
         while not done.is_set():
             try:
                 await asyncio.wait_for(done.wait(), 1.0)
@@ -300,7 +301,12 @@ async def measure(args: argparse.Namespace, server: str, procs: list[Proc]) -> d
             elapsed = time.monotonic() - t_start
             if time.monotonic() - last_report >= args.progress:
                 last_report = time.monotonic()
-                print(f"  {elapsed:6.1f} s: {len(running)} Running", flush=True)
+                # CPU ms per pod that started in this interval, per process: where a slowdown comes from
+                cpu_now = {p.name: p.cpu() for p in procs}
+                started = len(running) - last_running
+                per = ", ".join(f"{k} {(cpu_now[k] - last_cpu[k]) * 1000 / max(started, 1):.1f}" for k in cpu_now)
+                print(f"  {elapsed:6.1f} s: {len(running)} Running (+{started}; CPU ms per pod: {per})", flush=True)
+                last_cpu, last_running = cpu_now, len(running)
             if elapsed > args.timeout:
                 break
         elapsed = time.monotonic() - t_start
