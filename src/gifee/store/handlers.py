@@ -37,9 +37,6 @@ class Method:
     response: type[Message]
     kind: str
     call: Callable[..., Any]
-    # The worker-core IPC may run the call without a Task (`ipc._InlineCall`): true only for
-    # calls that await plain futures and nothing that needs a current task (no timeouts).
-    inline: bool = False
 
     @property
     def path(self) -> str:
@@ -166,18 +163,10 @@ def methods(store: Store) -> list[Method]:
     mt, cl = "etcdserverpb.Maintenance", "etcdserverpb.Cluster"
     lock, election = "v3lockpb.Lock", "v3electionpb.Election"
     return [
-        Method(kv, "Range", r.RangeRequest, r.RangeResponse, UNARY, store.range, inline=True),
-        Method(kv, "Put", r.PutRequest, r.PutResponse, UNARY, store.put, inline=True),
-        Method(
-            kv,
-            "DeleteRange",
-            r.DeleteRangeRequest,
-            r.DeleteRangeResponse,
-            UNARY,
-            store.delete_range,
-            inline=True,
-        ),
-        Method(kv, "Txn", r.TxnRequest, r.TxnResponse, UNARY, store.txn, inline=True),
+        Method(kv, "Range", r.RangeRequest, r.RangeResponse, UNARY, store.range),
+        Method(kv, "Put", r.PutRequest, r.PutResponse, UNARY, store.put),
+        Method(kv, "DeleteRange", r.DeleteRangeRequest, r.DeleteRangeResponse, UNARY, store.delete_range),
+        Method(kv, "Txn", r.TxnRequest, r.TxnResponse, UNARY, store.txn),
         Method(kv, "Compact", r.CompactionRequest, r.CompactionResponse, UNARY, store.compact),
         Method(
             watch, "Watch", r.WatchRequest, r.WatchResponse, BIDI, lambda reqs: watch_session(store, reqs)

@@ -187,81 +187,6 @@ class _RequestQueue:
             yield self._decode(data)
 
 
-class _InlineCall:
-    """A unary call run without a Task: its coroutine is stepped here, from the frame's arrival on.
-
-    A Task costs its creation and one event-loop iteration before the call even starts (its
-    first step is scheduled with call_soon); a range on a single member then needs no iteration
-    at all, and a put reaches the proposal batch in the iteration its frame arrived in. Only for
-    methods marked `inline` in the table (the KV calls): their coroutines await nothing but plain
-    futures, and use nothing that needs a current task (timeouts, `asyncio.current_task`).
-    Cancelling (the client went away, the worker's link closed) cancels the awaited future, which
-    raises CancelledError inside the coroutine, as a Task's cancel would.
-    """
-
-    __slots__ = ("_conn", "_call_id", "_method", "_coro", "_waiting", "_cancelled")
-
-    def __init__(self, conn: CoreConnection, call_id: int, method: Method, coro: Any) -> None:
-        self._conn = conn
-        self._call_id = call_id
-        self._method = method
-        self._coro = coro
-        self._waiting: asyncio.Future[Any] | None = None
-        self._cancelled = False
-
-    def step(self, _: object = None) -> None:
-        conn = self._conn
-        self._waiting = None
-        try:
-            if self._cancelled:
-                yielded = self._coro.throw(asyncio.CancelledError())
-            else:
-                yielded = self._coro.send(None)
-        except StopIteration as done:
-            conn._inline.pop(self._call_id, None)
-            if not self._cancelled:
-                conn._send(REPLY, self._call_id, done.value.SerializeToString())
-            return
-        except StoreError as e:
-            conn._inline.pop(self._call_id, None)
-            if not self._cancelled:
-                conn._send(ERROR, self._call_id, encode_error(e.code, e.message))
-            return
-        except asyncio.CancelledError:
-            conn._inline.pop(self._call_id, None)
-            return
-        except Exception:
-            conn._inline.pop(self._call_id, None)
-            log.exception("%s failed", self._method.path)
-            if not self._cancelled:
-                conn._send(ERROR, self._call_id, encode_error(grpc.StatusCode.UNKNOWN, INTERNAL_ERROR))
-            return
-        if getattr(yielded, "_asyncio_future_blocking", False):
-            # `await future`: resume when it is done (as a Task would, via its done callback).
-            yielded._asyncio_future_blocking = False
-            self._waiting = yielded
-            conn._inline[self._call_id] = self
-            yielded.add_done_callback(self.step)
-        elif yielded is None:
-            # A bare yield (asyncio.sleep(0)): run again in the next iteration.
-            conn._inline[self._call_id] = self
-            conn._loop.call_soon(self.step)
-        else:
-            self._coro.close()
-            conn._inline.pop(self._call_id, None)
-            log.error("%s: an inline call yielded %r", self._method.path, yielded)
-            conn._send(ERROR, self._call_id, encode_error(grpc.StatusCode.UNKNOWN, INTERNAL_ERROR))
-
-    def cancel(self) -> None:
-        if self._cancelled:
-            return
-        self._cancelled = True
-        waiting = self._waiting
-        if waiting is not None:
-            # Its done callback steps the coroutine, which then sees CancelledError.
-            waiting.cancel()
-
-
 class CoreConnection(asyncio.BufferedProtocol):
     """The core's end of one worker connection: runs each call against the method table."""
 
@@ -272,7 +197,6 @@ class CoreConnection(asyncio.BufferedProtocol):
         self._reader = FrameReader()
         self._transport: asyncio.Transport | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._inline: dict[int, _InlineCall] = {}  # inline unary calls waiting on a future
         self._streams: dict[int, _RequestQueue] = {}
         self._unacked: dict[int, int] = {}
         self._credit: dict[int, asyncio.Event] = {}
@@ -291,9 +215,6 @@ class CoreConnection(asyncio.BufferedProtocol):
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
-        for inline in list(self._inline.values()):
-            inline.cancel()
-        self._inline.clear()
         self._streams.clear()
         self._unacked.clear()
         self._credit.clear()
@@ -329,10 +250,7 @@ class CoreConnection(asyncio.BufferedProtocol):
                 self._send(ERROR, call_id, encode_error(e.code, e.message))
                 return
             if method.kind == UNARY:
-                if method.inline:
-                    _InlineCall(self, call_id, method, method.call(request)).step()
-                else:
-                    self._start(call_id, self._unary(call_id, method, request))
+                self._start(call_id, self._unary(call_id, method, request))
             else:
                 assert method.kind == SERVER_STREAM
                 self._start(call_id, self._stream(call_id, method, method.call(request)))
@@ -364,9 +282,6 @@ class CoreConnection(asyncio.BufferedProtocol):
             self._streams.pop(call_id, None)
             if task is not None:
                 task.cancel()
-            inline = self._inline.pop(call_id, None)
-            if inline is not None:
-                inline.cancel()
 
     def _start(self, call_id: int, work: Any) -> None:
         task = self._loop.create_task(work)
