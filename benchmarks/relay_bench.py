@@ -29,13 +29,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bare_grpc_server as bare  # noqa: E402
 
+from gifee import eventloop  # noqa: E402
 from gifee.store import clientport  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,17 +62,32 @@ LOAD = [
 
 
 class _Half(asyncio.Protocol):
+    """One side's protocol; what arrives before the other side is connected waits in `early`.
+
+    (uvloop reads as soon as a transport exists, so the gRPC server's first frames can arrive
+    on the upstream side before the client's transport is made.)
+    """
+
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.peer: _Half | None = None
+        self.early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport instances
+        peer = self.peer
+        if peer is not None and peer.early:
+            self.transport.write(b"".join(peer.early))
+            peer.early.clear()
 
-    def data_received(self, data: bytes) -> None:
+    def forward(self, data: bytes) -> None:
         if self.peer is not None and self.peer.transport is not None:
             self.peer.transport.write(data)
+        else:
+            self.early.append(data)
+
+    def data_received(self, data: bytes) -> None:
+        self.forward(data)
 
     def pause_writing(self) -> None:
         if self.peer is not None and self.peer.transport is not None:
@@ -95,15 +111,16 @@ class _BufferedHalf(_Half, asyncio.BufferedProtocol):
         return self.buf
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.write(bytes(self.buf[:nbytes]))
+        self.forward(bytes(self.buf[:nbytes]))
 
 
 async def _transport_relay(factory: type[_Half], sock: socket.socket, address: str) -> None:
     loop = asyncio.get_running_loop()
-    _, up = await loop.create_unix_connection(factory, address)
-    _, client = await loop.connect_accepted_socket(factory, sock)
+    up, client = factory(), factory()
     up.peer, client.peer = client, up
+    await eventloop.connect_unix(lambda: up, address)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    await loop.connect_accepted_socket(lambda: client, sock)
 
 
 class _Splice:
@@ -253,12 +270,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--only", default=",".join(VARIANTS))
+    p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the servers' event loop")
     p.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
-        asyncio.run(serve(args.serve, args.port))
+        eventloop.run(serve(args.serve, args.port))
         return
+    os.environ["GIFEE_EVENT_LOOP"] = args.loop
     variants = args.only.split(",")
     cpu: dict[str, list[float]] = {v: [] for v in variants}
     ops: dict[str, list[float]] = {v: [] for v in variants}

@@ -26,9 +26,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import grpc
@@ -127,8 +127,7 @@ class _Echo(asyncio.Protocol):
     """Stands in for the private gRPC server: echoes; half-closes when the client does; BYE closes."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport instances
 
     def data_received(self, data: bytes) -> None:
         self.transport.write(data)
@@ -140,8 +139,31 @@ class _Echo(asyncio.Protocol):
         return True
 
 
-@pytest.fixture
-async def mux(tmp_path: Path) -> AsyncIterator[tuple[int, list[tuple[socket.socket, bool]], ClientPort]]:
+Mux = tuple[int, list[tuple[socket.socket, bool]], ClientPort]
+
+
+def on_loop(loop: str, tmp_path: Path, test: Callable[[Mux], Awaitable[None]]) -> None:
+    """Run `test` with a fresh mux on asyncio's loop or uvloop: the relay differs by loop
+    (`Relay` on asyncio's, `TransportRelay` on uvloop, which the store's processes run)."""
+
+    async def main() -> None:
+        async with mux(tmp_path) as m:
+            await test(m)
+
+    factory = None
+    if loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
+
+
+LOOPS = pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+
+
+@contextlib.asynccontextmanager
+async def mux(tmp_path: Path) -> AsyncIterator[Mux]:
     loop = asyncio.get_running_loop()
     address = f"\0gifee-test-{os.getpid()}-{id(tmp_path)}"
     echo = await loop.create_unix_server(_Echo, address)
@@ -164,9 +186,12 @@ async def mux(tmp_path: Path) -> AsyncIterator[tuple[int, list[tuple[socket.sock
         echo.close()
 
 
-async def test_mux_relays_grpc_and_hands_over_http_unread(
-    mux: tuple[int, list[tuple[socket.socket, bool]], ClientPort],
-) -> None:
+@LOOPS
+def test_mux_relays_grpc_and_hands_over_http_unread(loop: str, tmp_path: Path) -> None:
+    on_loop(loop, tmp_path, _mux_relays_grpc_and_hands_over_http_unread)
+
+
+async def _mux_relays_grpc_and_hands_over_http_unread(mux: Mux) -> None:
     port, taken, _ = mux
     # gRPC: everything comes back through the relay, in order, then the half-close.
     reader, writer = await asyncio.open_connection(LOOPBACK, port)
@@ -193,9 +218,12 @@ async def test_mux_relays_grpc_and_hands_over_http_unread(
         assert sock.recv(1000) == request
 
 
-async def test_mux_server_closing_ends_the_relay(
-    mux: tuple[int, list[tuple[socket.socket, bool]], ClientPort],
-) -> None:
+@LOOPS
+def test_mux_server_closing_ends_the_relay(loop: str, tmp_path: Path) -> None:
+    on_loop(loop, tmp_path, _mux_server_closing_ends_the_relay)
+
+
+async def _mux_server_closing_ends_the_relay(mux: Mux) -> None:
     port, _, cp = mux
     reader, writer = await asyncio.open_connection(LOOPBACK, port)
     writer.write(PREFACE + b"BYE")  # the "server" answers and closes; the client keeps its half open
@@ -208,9 +236,12 @@ async def test_mux_server_closing_ends_the_relay(
     writer.close()
 
 
-async def test_mux_relays_large_transfers_with_slow_readers(
-    mux: tuple[int, list[tuple[socket.socket, bool]], ClientPort],
-) -> None:
+@LOOPS
+def test_mux_relays_large_transfers_with_slow_readers(loop: str, tmp_path: Path) -> None:
+    on_loop(loop, tmp_path, _mux_relays_large_transfers_with_slow_readers)
+
+
+async def _mux_relays_large_transfers_with_slow_readers(mux: Mux) -> None:
     """Several connections at once, each with its own bytes: the relays share one read buffer."""
     port, _, _ = mux
 
@@ -239,9 +270,12 @@ async def test_mux_relays_large_transfers_with_slow_readers(
     await asyncio.wait_for(asyncio.gather(transfer(6), transfer(4), transfer(5)), 60)
 
 
-async def test_mux_closes_silent_and_half_sent_connections(
-    mux: tuple[int, list[tuple[socket.socket, bool]], ClientPort],
-) -> None:
+@LOOPS
+def test_mux_closes_silent_and_half_sent_connections(loop: str, tmp_path: Path) -> None:
+    on_loop(loop, tmp_path, _mux_closes_silent_and_half_sent_connections)
+
+
+async def _mux_closes_silent_and_half_sent_connections(mux: Mux) -> None:
     port, taken, cp = mux
     silent = socket.create_connection((LOOPBACK, port))
     partial = socket.create_connection((LOOPBACK, port))

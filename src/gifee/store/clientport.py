@@ -37,7 +37,7 @@ import logging
 import resource
 import socket
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, cast
 
 import grpc
 
@@ -246,7 +246,11 @@ class Relay:
     """
 
     def __init__(
-        self, client: socket.socket, upstream: socket.socket, relays: set[Relay], buf: bytearray
+        self,
+        client: socket.socket,
+        upstream: socket.socket,
+        relays: set[Relay | TransportRelay],
+        buf: bytearray,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self._client = client
@@ -278,7 +282,99 @@ class Relay:
         self._upstream.close()
 
 
-async def relay(sock: socket.socket, address: str, relays: set[Relay], buf: bytearray) -> None:
+class _Half(asyncio.Protocol):
+    """One side of a `TransportRelay`: what its transport receives is written to the other side's."""
+
+    __slots__ = ("_relay", "transport", "peer", "_early", "_is_upstream")
+
+    def __init__(self, relay: TransportRelay, is_upstream: bool) -> None:
+        self._relay = relay
+        self._is_upstream = is_upstream
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Half | None = None
+        # The gRPC server speaks first (its SETTINGS) and uvloop reads at once, so the upstream
+        # side can receive bytes before the client's transport exists: they wait here.
+        self._early: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport instances
+        peer = self.peer
+        if peer is not None and peer._early:
+            self.transport.write(b"".join(peer._early))
+            peer._early.clear()
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(data)
+        else:
+            self._early.append(data)
+
+    def eof_received(self) -> bool:
+        peer = self.peer
+        if self._is_upstream or peer is None or peer.transport is None:
+            # The server closing ends the connection (what is written still goes out first).
+            self._relay.close(abort=False)
+            return False
+        # The client half-closed: pass it on and keep the other direction open.
+        if peer.transport.can_write_eof():
+            peer.transport.write_eof()
+        return True
+
+    def pause_writing(self) -> None:
+        # Our receiver is slow: stop reading from the side that feeds it.
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._relay.close(abort=False)
+
+
+class TransportRelay:
+    """A client connection joined to a Unix socket through uvloop's transports.
+
+    On uvloop this costs less CPU than `Relay`: each read lands in uvloop's own buffer
+    and reaches `data_received` as one bytes object, which the other transport writes at
+    once, all in C but the one Python call (benchmarks/relay_bench.py, 3 rounds: about
+    40 us less per relayed request than `Relay`, whose every read is a Python callback
+    making two socket calls). On asyncio's loop `Relay` is the cheaper one (its transports
+    read into a fresh 256 KiB bytes object each time), so `relay` picks by loop.
+    """
+
+    def __init__(self, relays: set[Relay | TransportRelay]) -> None:
+        self._relays = relays
+        self.upstream = _Half(self, is_upstream=True)
+        self.client = _Half(self, is_upstream=False)
+        self.upstream.peer, self.client.peer = self.client, self.upstream
+        self._closed = False
+        relays.add(self)
+
+    def close(self, abort: bool = True) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._relays.discard(self)
+        for half in (self.client, self.upstream):
+            if half.transport is not None:
+                if abort:
+                    half.transport.abort()
+                else:
+                    half.transport.close()  # after what is buffered is written
+
+
+def _on_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
+    return type(loop).__module__.startswith("uvloop")
+
+
+async def relay(
+    sock: socket.socket, address: str, relays: set[Relay | TransportRelay], buf: bytearray
+) -> None:
     """Join an accepted client socket to the Unix socket `address` (`buf`: the shared read buffer)."""
     loop = asyncio.get_running_loop()
     upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -296,7 +392,21 @@ async def relay(sock: socket.socket, address: str, relays: set[Relay], buf: byte
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    Relay(sock, upstream, relays, buf)
+    if not _on_uvloop(loop):
+        Relay(sock, upstream, relays, buf)
+        return
+    joined = TransportRelay(relays)
+    try:
+        await loop.create_unix_connection(lambda: joined.upstream, sock=upstream)
+        await loop.connect_accepted_socket(lambda: joined.client, sock)
+    except BaseException as e:
+        joined.close()
+        sock.close()
+        upstream.close()
+        if isinstance(e, Exception):
+            log.warning("cannot relay a gRPC connection: %s", e)
+            return
+        raise
 
 
 # --------------------------------------------------------------------------- accepting and routing
@@ -380,7 +490,7 @@ class ClientPort:
         self._sniff_timeout = sniff_timeout
         self._listeners: list[tuple[socket.socket, bool]] = []
         self._sniffers: set[_Sniffer] = set()
-        self._relays: set[Relay] = set()
+        self._relays: set[Relay | TransportRelay] = set()
         self._buffer = bytearray(RELAY_BUFFER)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
