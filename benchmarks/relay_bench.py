@@ -9,12 +9,15 @@ request (user + system, all threads) and the throughput, alternating the variant
 round by round:
 
     direct    gRPC on the TCP port itself, no relay (what gifee did before)
-    relay     gifee's relay: readiness callbacks, recv_into one buffer, send at once
-    protocol  asyncio transports, a Protocol's data_received writing straight through
-    buffered  asyncio transports, a BufferedProtocol (recv_into) writing straight through
+    relay     gifee's relay (`clientport.relay`): on uvloop its TransportRelay, on
+              asyncio's loop readiness callbacks, recv_into one buffer, send at once
+    protocol  the loop's transports, a Protocol's data_received writing straight through
+    buffered  the loop's transports, a BufferedProtocol (recv_into) writing straight through
     splice    readiness callbacks moving bytes with os.splice through a pipe per direction
 
-    python benchmarks/relay_bench.py --rounds 5
+    python benchmarks/relay_bench.py --rounds 5 [--loop uvloop|asyncio]
+
+The servers run on uvloop (as the store's processes do) unless `--loop asyncio`.
 """
 
 from __future__ import annotations

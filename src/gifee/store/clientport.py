@@ -11,8 +11,9 @@ gifee does it this way:
   (MSG_PEEK). Its gRPC server listens only on private Unix sockets.
 * A connection that starts with the HTTP/2 client preface is gRPC: its bytes
   are relayed both ways between the client and the private gRPC socket
-  (`Relay`: each read is sent on at once; when the receiver is slow, the
-  relay stops reading from the sender until the rest is sent).
+  (`TransportRelay` on uvloop, which the store's processes run, `Relay` on
+  asyncio's loop: each read is sent on at once; when the receiver is slow,
+  the relay stops reading from the sender until the rest is sent).
 * Anything else is HTTP/1.x: the socket itself, unread, goes to the core's
   HTTP server (`gateway.py`); a worker passes it over a Unix socket
   (SCM_RIGHTS, `HandoffSender` -> `HandoffReceiver`), so HTTP costs no relay.
@@ -237,11 +238,12 @@ class Relay:
     """A client connection joined to a Unix socket, bytes flowing both ways.
 
     Plain readiness callbacks on the two sockets (recv_into a preallocated buffer,
-    send from it) rather than asyncio transports and protocols: this costs the
-    least CPU per relayed request of what was measured (benchmarks/README.md:
-    asyncio's `data_received` path allocates a 256 KiB bytes object for every read;
-    a BufferedProtocol avoids that but still costs more layers per read; os.splice
-    through pipes cost the same as this and needs four more descriptors).
+    send from it) rather than asyncio transports and protocols: on asyncio's own
+    loop this costs the least CPU per relayed request of what was measured
+    (benchmarks/README.md: asyncio's `data_received` path allocates a 256 KiB bytes
+    object for every read; a BufferedProtocol avoids that but still costs more
+    layers per read; os.splice through pipes cost the same as this and needs four
+    more descriptors). On uvloop `TransportRelay` is cheaper.
     The client half-closing is passed on; the server closing ends the relay.
     """
 
