@@ -45,8 +45,8 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import compress, count, islice
-from operator import attrgetter, methodcaller
+from itertools import compress, count, islice, repeat
+from operator import attrgetter
 from typing import Any
 
 from gifee.controllers.objects import (
@@ -470,8 +470,9 @@ def _score_values(w: _Wanted, feasible: list[NodeInfo], weights: dict[str, int])
         spread: list[float] | None = _normalized([float(_same_group_count(w, i)) for i in feasible], True)
     elif w.group:
         group = w.group
-        # normalised inline below (the same quotients); map/attrgetter/methodcaller: the loop runs in C
-        counts = list(map(methodcaller("get", group, 0), map(_GROUPS, feasible)))
+        # normalised inline below (the same quotients); dict.get mapped over the Counters runs in C
+        # (methodcaller("get", ...) was twice as slow as a list comprehension: a bound method per node)
+        counts = list(map(dict.get, map(_GROUPS, feasible), repeat(group), repeat(0)))
         spread = None
     else:
         spread = None
