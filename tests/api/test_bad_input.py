@@ -86,3 +86,25 @@ async def test_gifee_api_client(cluster: Cluster) -> None:
             raise AssertionError("expected NotFound")
         except ApiError as e:
             assert e.code == 404 and e.reason == "NotFound"
+
+
+def test_expect_100_continue(cluster: Cluster) -> None:
+    """A client that waits for "100 Continue" before its body (curl, for big bodies) gets it at once;
+    an unknown expectation is refused with 417."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(cluster.url)
+    body = b'{"metadata": {"name": "expect-' + uuid.uuid4().hex[:6].encode() + b'"}, "data": {"k": "v"}}'
+    with socket.create_connection((u.hostname, u.port), timeout=5) as s:
+        s.sendall(b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                  b"\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the body was sent
+        s.sendall(body)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 201"), answer
+    with socket.create_connection((u.hostname, u.port), timeout=5) as s:
+        s.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\nExpect: something\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 417"), "unknown expectation"

@@ -71,6 +71,16 @@ async def status_errors(request: web.BaseRequest, handler: Any) -> web.StreamRes
         return _status_response(errors.internal(str(e)))
 
 
+async def _expect(request: web.BaseRequest) -> None:
+    """aiohttp's default Expect handling: "100 Continue" before the body is read."""
+    expect = request.headers.get("Expect", "")
+    if request.version == (1, 1):
+        if expect.lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+
+
 class ApiServer:
     def __init__(self, client: StoreClient, config: ApiConfig) -> None:
         self.client = client
@@ -131,6 +141,8 @@ class ApiServer:
         await self.rest.stop()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if "Expect" in request.headers:  # what the Application's routes did (curl sends it for big bodies)
+            await _expect(request)
         return await status_errors(request, self.dispatch)
 
     def http_server(self, **kwargs: Any) -> web.Server:
