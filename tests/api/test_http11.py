@@ -185,3 +185,27 @@ def test_limit_and_reuse_against_aiohttp() -> None:
 
     asyncio.run(test())
     assert most <= 4 and len(peers) <= 4
+
+
+def test_interim_answer_then_the_real_one_and_a_malformed_answer() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                line, _, _ = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            if "bad" in line:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async def test(url: str) -> None:
+        pool = Http11Pool(url)
+        assert await pool.request("POST", "/", b"{}", {}) == (200, {"content-length": "2"}, b"ok")
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await pool.request("GET", "/bad", None, {})
+        assert (await pool.request("GET", "/", None, {}))[2] == b"ok"  # on a new connection
+        await pool.close()
+
+    asyncio.run(with_server(serve, test))

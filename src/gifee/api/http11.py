@@ -3,9 +3,9 @@
 Why: the controllers, the scheduler and the hollow nodes make a few requests per pod each; the
 profiles had aiohttp's client machinery (request and response objects, cookie jar, timers, header
 multidicts, payload writers) at a third of those processes' CPU. This client does only what those
-requests need: one request line, a few headers and a body out; a status line, headers and a
-Content-Length or chunked body back, on a pool of keep-alive connections (plain TCP: https stays
-with aiohttp).
+requests need: one request line, a few headers and a body out; the answer read by httptools
+(llhttp, the parser of Node.js and aiohttp), on a pool of keep-alive connections (plain TCP:
+https stays with aiohttp).
 
 Rules:
 - Connections are kept for reuse while the server keeps them open (no "Connection: close"); an idle
@@ -27,6 +27,7 @@ import time
 from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
+import httptools
 
 IDLE_SECONDS = 30.0
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -41,20 +42,23 @@ class _Answer:
 
 
 class _Conn(asyncio.Protocol):
-    """One connection: one request at a time; `answer` completes with the parsed response."""
+    """One connection: one request at a time; `answer` completes with the parsed response.
+    httptools (llhttp, the parser Node.js and aiohttp use) reads the answers: status line,
+    headers, Content-Length, chunked and close-delimited bodies."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
         self.answer: asyncio.Future[_Answer] | None = None
         self.closed = False
         self.received = False  # any byte of the current answer
         self.keep = True
         self.idle_since = 0.0
-        self._head: tuple[int, dict[str, str]] | None = None
-        self._need = -1  # body bytes still wanted (-1: not known yet; -2: chunked; -3: until EOF)
-        self._chunks: list[bytes] = []
         self.method = ""
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers: dict[str, str] = {}
+        self._status = 0
+        self._chunks: list[bytes] = []
+        self._in_body = False  # the head is read; the body ends with the message (or, without a length, the close)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -63,103 +67,71 @@ class _Conn(asyncio.Protocol):
         self.closed = True
         ans = self.answer
         if ans is not None and not ans.done():
-            if self._head is not None and self._need == -3:  # a body delimited by the close
-                self._finish(bytes(self.buf))
+            if self._in_body and self._until_close():  # a body delimited by the close
+                self._finish()
                 return
             ans.set_exception(aiohttp.ServerDisconnectedError(
                 "the server closed the connection" + (f": {exc}" if exc else "")))
+
+    def _until_close(self) -> bool:
+        h = self._headers
+        return "content-length" not in h and "chunked" not in h.get("transfer-encoding", "").lower()
 
     def send(self, data: bytes, answer: asyncio.Future[_Answer], method: str) -> None:
         assert self.transport is not None
         self.answer = answer
         self.method = method
         self.received = False
-        self._head = None
-        self._need = -1
+        self._headers = {}
         self._chunks = []
-        self.buf.clear()
+        self._in_body = False
         self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
         self.received = True
-        self.buf += data
+        if self.answer is None or self.answer.done():  # bytes nobody asked for: not to be trusted again
+            self._fail("an answer nobody asked for")
+            return
         try:
-            self._parse()
-        except ValueError as e:
-            ans = self.answer
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            self._fail(f"bad HTTP answer: {e}")
+
+    def _fail(self, message: str) -> None:
+        self.keep = False
+        ans = self.answer
+        if ans is not None and not ans.done():
+            ans.set_exception(aiohttp.ClientPayloadError(message))
+        if self.transport is not None:
+            self.transport.close()
+
+    # httptools' callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+        if not self._parser.should_keep_alive():
             self.keep = False
-            if ans is not None and not ans.done():
-                ans.set_exception(aiohttp.ClientPayloadError(f"bad HTTP answer: {e}"))
-            if self.transport is not None:
-                self.transport.close()
+        self._in_body = True
+        if self.method == "HEAD":  # no body, whatever the headers say; the parser cannot know: start afresh
+            self.keep = False
+            self._finish()
 
-    def _parse(self) -> None:
-        if self.answer is None or self.answer.done():
-            if self.buf:  # bytes nobody asked for: this connection cannot be trusted again
-                self.keep = False
-            return
-        buf = self.buf
-        if self._head is None:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
-            del buf[:end + 4]
-            parts = lines[0].split(" ", 2)
-            if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-                raise ValueError(f"status line {lines[0]!r}")
-            status = int(parts[1])
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                k, sep, v = line.partition(":")
-                if not sep:
-                    raise ValueError(f"header line {line!r}")
-                headers[k.strip().lower()] = v.strip()
-            self._head = (status, headers)
-            conn = headers.get("connection", "").lower()
-            if parts[0] == "HTTP/1.0" and conn != "keep-alive" or conn == "close":
-                self.keep = False
-            if self.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-                self._need = 0  # no body, whatever the headers say of it
-            elif "chunked" in headers.get("transfer-encoding", "").lower():
-                self._need = -2
-            elif "content-length" in headers:
-                self._need = int(headers["content-length"])
-            else:
-                self._need = -3
-                self.keep = False
-        if self._need >= 0:
-            if len(buf) >= self._need:
-                body = bytes(buf[:self._need])
-                del buf[:self._need]
-                self._finish(body)
-            return
-        if self._need == -2:
-            while True:
-                eol = buf.find(b"\r\n")
-                if eol < 0:
-                    return
-                size = int(bytes(buf[:eol]).split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    end = buf.find(b"\r\n\r\n", eol)  # trailers, then the blank line
-                    if end < 0:
-                        if buf[eol + 2:eol + 4] == b"\r\n":
-                            end = eol
-                        else:
-                            return
-                    del buf[:end + 4]
-                    self._finish(b"".join(self._chunks))
-                    return
-                if len(buf) < eol + 2 + size + 2:
-                    return
-                self._chunks.append(bytes(buf[eol + 2:eol + 2 + size]))
-                del buf[:eol + 2 + size + 2]
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
 
-    def _finish(self, body: bytes) -> None:
-        assert self._head is not None and self.answer is not None
-        status, headers = self._head
-        if not self.answer.done():
-            self.answer.set_result(_Answer(status, headers, body))
+    def on_message_complete(self) -> None:
+        if 100 <= self._status < 200:  # an interim answer: the real one follows
+            self._headers, self._chunks, self._in_body = {}, [], False
+            return
+        self._finish()
+
+    def _finish(self) -> None:
+        ans = self.answer
+        if ans is not None and not ans.done():
+            ans.set_result(_Answer(self._status, self._headers, b"".join(self._chunks)))
 
 
 class Http11Pool:
