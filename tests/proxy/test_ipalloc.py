@@ -132,8 +132,10 @@ def test_given_headless_nodeport_and_immutable(two_servers: tuple[Cluster, Clust
     code, upd = a.http("PUT", SVCS + "/np", cur)
     assert code == 200, upd
     assert {p["name"]: p["nodePort"] for p in upd["spec"]["ports"]} == ports
-    upd["spec"]["clusterIP"] = "10.96.0.30"
-    upd["spec"]["clusterIPs"] = ["10.96.0.30"]
+    # another address than its own (chosen at random from 64, it may be .30 itself: then no change at all)
+    other = "10.96.0.31" if upd["spec"]["clusterIP"] == "10.96.0.30" else "10.96.0.30"
+    upd["spec"]["clusterIP"] = other
+    upd["spec"]["clusterIPs"] = [other]
     code, err = a.http("PUT", SVCS + "/np", upd)
     assert code == 422 and "immutable" in err["message"]
     # turning it into ClusterIP releases the node ports; a new service can take 30005
