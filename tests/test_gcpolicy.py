@@ -12,7 +12,7 @@ from gifee import gcpolicy
 t0, t1, _ = gc.get_threshold()
 gcpolicy.install(full_every=0.05)
 gcpolicy.install(full_every=0.05)  # idempotent: one collector thread
-assert gc.get_threshold() == (t0, t1, gcpolicy._NEVER), gc.get_threshold()
+assert gc.get_threshold() == (max(t0, gcpolicy.YOUNG_THRESHOLD), t1, gcpolicy._NEVER), gc.get_threshold()
 assert sum(t.name == "gifee-gc" for t in threading.enumerate()) == 1
 before = gc.get_stats()[2]["collections"]
 deadline = time.monotonic() + 5
