@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+from gifee.store.proto import rpc_pb2, rpc_pb2_grpc
 from tests.store.cluster import Cluster, Member, etcdctl, etcdctl_json, make_clusters, wait_for
 from tests.store.reference import BackgroundCtl
 
@@ -190,6 +192,26 @@ def test_sigkill_leader_new_leader_and_catch_up(clusters: MakeCluster) -> None:
     assert ("after/29", "w29") in got
     assert int(etcdctl_json(old.endpoint, "get", "x", "--consistency=s")["header"]["revision"]) == revision
     one_leader(old)
+
+
+def test_put_at_a_follower_whose_leader_died_waits_for_the_next_leader(clusters: MakeCluster) -> None:
+    # Forwarded to the dead leader, the put would be lost and the call would end at the
+    # store's request timeout (7 s here) with "request timed out". A follower that has missed
+    # heartbeats holds it instead and hands it to the next leader: the same call succeeds.
+    c = started(clusters)
+    c.put(b"k", b"before")
+    old = c.leader()
+    follower = c.followers(old)[0]
+    old.crash()
+    time.sleep(0.5)  # well past three missed heartbeats (100 ms), before any election (1 s timeout)
+    began = time.monotonic()
+    with grpc.insecure_channel(follower.endpoint) as ch:
+        resp = rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"k", value=b"after"), timeout=15)
+    took = time.monotonic() - began
+    assert took < 5, f"the put took {took:.2f} s"
+    assert resp.header.revision > 0
+    new = c.leader([m for m in c.members if m is not old])
+    assert ctl_get(new, "k") == [("k", "after")]
 
 
 # --------------------------------------------------------------------------- membership

@@ -20,6 +20,7 @@ A script line is a command; `#` starts a comment. Members are numbered.
     crash 2 | restart 2    lose a member's memory (its synced disk survives), start it again
     compact 2              member 2 snapshots its applied state and compacts its log
     expect 1 role=LEADER term=2 leader=1 commit=7 applied=7 last=7 voters=1,2,3 learners=4
+                           (also removed=, snapshot=, silent= ticks since it heard its leader)
     expect-values 1 hello world      the normal entries member 1 has applied, in order
     expect-reads 2 r1@7              reads answered at member 2, as context@index
     expect-dropped                   the previous command's proposal was refused
@@ -241,6 +242,7 @@ def _expect(sim: Interaction, args: list[str]) -> None:
         "learners": ",".join(str(v) for v in sorted(raft.conf.learners)),
         "removed": str(node.removed).lower(),
         "snapshot": str(raft.log.snapshot.index),
+        "silent": str(raft.leader_silent_ticks()),
     }
     for check in checks:
         key, want = check.split("=", 1)

@@ -86,6 +86,13 @@ ETCD_VERSION = "3.4.0"  # the etcd API level gifee speaks; clients gate features
 MAX_REQUEST_BYTES = int(1.5 * 1024 * 1024)
 DEFAULT_QUOTA_BYTES = 2 * 1024**3
 WATCH_BATCH_REVISIONS = 1000
+# A follower that has not heard from its leader for this many ticks (the leader sends a heartbeat
+# every tick) holds new proposals instead of forwarding them. The leader is probably gone, and a
+# proposal forwarded to a dead leader is lost: its client waits out its whole deadline. A held one
+# goes to the next leader the moment it is known, or back to the same leader when it is heard
+# again. Three ticks is two heartbeats missed in a row, which the jitter of a live leader's timer
+# does not cause; no election starts before the election timeout (ten ticks with etcd's defaults).
+HOLD_PROPOSALS_AFTER_SILENT_TICKS = 3
 
 
 @dataclass
@@ -331,6 +338,7 @@ class Store:
         self._conf_waiters: dict[int, asyncio.Future[None]] = {}  # membership changes, by request id
         self._conf_deadlines: dict[int, float] = {}
         self._flush_scheduled = False
+        self._held_for_silent_leader = False  # _pending waits for the leader to be heard (again)
         self._next_entry_id = secrets.randbits(62) | 1
         self._reads: list[asyncio.Future[None]] = []  # waiting for the next ReadIndex round
         self._reads_sent: dict[bytes, tuple[float, list[asyncio.Future[None]]]] = {}
@@ -594,7 +602,16 @@ class Store:
         if self.failed is not None:
             self._fail_waiters(errors.TIMEOUT)
             return
-        batch, self._pending = self._pending, []
+        # A caller that gave up (its client's deadline passed, or it cancelled) is not proposed, as etcd
+        # never proposes a request whose context ended before Raft took it.
+        batch = [p for p in self._pending if not p.future.done()]
+        self._pending = []
+        if not batch:
+            return
+        if node.raft.leader_silent_ticks() >= HOLD_PROPOSALS_AFTER_SILENT_TICKS:
+            self._pending = batch
+            self._held_for_silent_leader = True  # after_ready flushes once the leader is heard again
+            return
         try:
             node.raft.propose([p.data for p in batch])
         except ProposalDropped:
@@ -733,6 +750,15 @@ class Store:
 
     def after_ready(self) -> None:
         self.sm.raft_term = self.raft.term
+        if (
+            self._held_for_silent_leader
+            and self.raft.leader_silent_ticks() < HOLD_PROPOSALS_AFTER_SILENT_TICKS
+        ):
+            # The leader was heard again, or a new one is known (a leader change also reaches
+            # on_soft_state): hand over what was held.
+            self._held_for_silent_leader = False
+            if self._pending:
+                self._schedule_flush()
         applied = self.sm.applied_index
         if self._reads_ready:
             still = []

@@ -158,6 +158,16 @@ class Raft:
     def soft_state(self) -> SoftState:
         return SoftState(self.leader, self.role)
 
+    def leader_silent_ticks(self) -> int:
+        """Ticks since this follower last heard from the leader it knows; 0 for a leader or with none known.
+
+        Every message from the leader (append, heartbeat, snapshot) resets the follower's election
+        timer, and nothing else does while that leader is known, so the timer is this count.
+        """
+        if self.role != Role.FOLLOWER or self.leader == NONE:
+            return 0
+        return self.election_elapsed
+
     # ------------------------------------------------------------ the shell's entry points
 
     def tick(self) -> None:
