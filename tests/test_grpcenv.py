@@ -10,19 +10,19 @@ from gifee import grpcenv
 def test_adds_the_disabled_experiments_to_an_empty_environment() -> None:
     env: dict[str, str] = {}
     grpcenv.configure(env)
-    assert env["GRPC_EXPERIMENTS"] == "-event_engine_listener"
+    assert env["GRPC_EXPERIMENTS"] == "-event_engine_listener,-event_engine_client"
 
 
 def test_keeps_other_experiments_the_user_set() -> None:
     env = {"GRPC_EXPERIMENTS": "promise_based_server_call"}
     grpcenv.configure(env)
-    assert env["GRPC_EXPERIMENTS"] == "promise_based_server_call,-event_engine_listener"
+    assert env["GRPC_EXPERIMENTS"] == "promise_based_server_call,-event_engine_listener,-event_engine_client"
 
 
 def test_a_user_who_names_the_experiment_keeps_their_choice() -> None:
     env = {"GRPC_EXPERIMENTS": "event_engine_listener"}
     grpcenv.configure(env)
-    assert env["GRPC_EXPERIMENTS"] == "event_engine_listener"
+    assert env["GRPC_EXPERIMENTS"] == "event_engine_listener,-event_engine_client"
 
 
 def test_importing_gifee_sets_it_before_grpc_loads_and_children_inherit_it() -> None:
@@ -32,4 +32,4 @@ def test_importing_gifee_sets_it_before_grpc_loads_and_children_inherit_it() -> 
     )
     env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "-event_engine_listener"
+    assert out.stdout.strip() == "-event_engine_listener,-event_engine_client"

@@ -12,7 +12,8 @@ queue's thread, then the loop). With iomgr's listener the thread that polls
 the completion queue reads the socket itself. Measured on the bare grpc.aio
 server (benchmarks/bare_grpc_server.py, uvloop, one kvbench client): median
 put 0.56 -> 0.44 ms and about a quarter less CPU per call; at 64 clients no
-change. A user who sets `GRPC_EXPERIMENTS` keeps what they set for the same
+change. A client channel the same way (`event_engine_client`): a
+sequential grpc.aio client's CPU per call 290-320 -> 230 us. A user who sets `GRPC_EXPERIMENTS` keeps what they set for the same
 experiment.
 """
 
@@ -20,8 +21,8 @@ from __future__ import annotations
 
 import os
 
-# Experiments switched off: use iomgr's TCP listener and server endpoints.
-DISABLED_EXPERIMENTS = ("event_engine_listener",)
+# Experiments switched off: iomgr's TCP listener (servers) and TCP client (channels).
+DISABLED_EXPERIMENTS = ("event_engine_listener", "event_engine_client")
 
 
 def configure(environ: os._Environ[str] | dict[str, str] = os.environ) -> None:
