@@ -122,3 +122,30 @@ def test_large_clusters_score_a_rotating_sample() -> None:
     full = [node(f"f{i}", cpu="100m") for i in range(300)]
     r = core.schedule(pod("big", cpu="1"), full, [])
     assert r.node is None and r.message == "0/300 nodes are available: 300 Insufficient cpu."
+
+
+def _sums(info: core.NodeInfo) -> tuple[Any, ...]:
+    return (sorted(info.pods), +info.requested, info.cpu, info.mem, +info.ports, +info.groups, info.open)
+
+
+def test_adding_a_placed_pod_again_replaces_it() -> None:
+    """NodeInfo.add of a pod it holds: the sums are those of the pods as they are now, whether only
+    the object changed (a status update keeps the cached score terms) or its requests did."""
+    owner = [{"kind": "ReplicationController", "name": "rc", "uid": "rc1", "controller": True}]
+    first = pod("a", cpu="100m", node_name="n", hostPort=None)
+    first["metadata"]["ownerReferences"] = owner
+    info = core.NodeInfo(node("n"))
+    info.add("default/a", core.pod_facts(first))
+    core._score_values(core._wanted(pod("x"), []), [info], core.WEIGHTS)
+    key = info.base_key
+    running = {**first, "status": {"phase": "Running", "podIP": "10.0.0.2"}}
+    info.add("default/a", core.pod_facts(running))
+    assert info.pods["default/a"].pod is running and info.base_key is key and key is not None
+    fresh = core.NodeInfo(node("n"))
+    fresh.add("default/a", core.pod_facts(running))
+    assert _sums(info) == _sums(fresh)
+    bigger = pod("a", cpu="300m", node_name="n")
+    info.add("default/a", core.pod_facts(bigger))
+    fresh = core.NodeInfo(node("n"))
+    fresh.add("default/a", core.pod_facts(bigger))
+    assert _sums(info) == _sums(fresh) and info.base_key is None

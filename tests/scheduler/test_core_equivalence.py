@@ -168,3 +168,7 @@ def test_the_shells_fast_filter_finds_the_same_nodes(pods_per_node: list[int], s
     fast = core.schedule_on(pod, infos, start=start, percentage=percentage, with_scores=False, all_live=True)
     slow = core.schedule_on(pod, infos, start=start, percentage=percentage)
     assert (fast.node, fast.checked, fast.message) == (slow.node, slow.checked, slow.message)
+    # the shell says whether every node is plain (kept between decisions) instead of the core looking
+    told = core.schedule_on(pod, infos, start=start, percentage=percentage, with_scores=False, all_live=True,
+                            all_plain=not taint)
+    assert (told.node, told.checked, told.message) == (slow.node, slow.checked, slow.message)

@@ -237,6 +237,12 @@ class NodeInfo:
     """A node and the sums over its placed pods (requests, non-zero cpu/memory, host ports,
     pods per controller), kept up to date pod by pod so a decision never walks every pod."""
 
+    # slots: a decision reads a few attributes of hundreds of NodeInfos through attrgetter and in
+    # loops; a slot is read by its descriptor, without a lookup in an instance dict
+    __slots__ = ("pods", "requested", "cpu", "mem", "ports", "groups", "base_key", "base", "node", "name",
+                 "name_bytes", "alloc", "hard_taints", "soft_taints", "unschedulable", "plain", "alloc_cpu",
+                 "alloc_mem", "max_pods", "open")
+
     def __init__(self, node: Obj | None = None) -> None:
         self.pods: dict[str, PodFacts] = {}
         self.requested: Counter[str] = Counter()
@@ -270,6 +276,13 @@ class NodeInfo:
         self.open = self.plain and (self.max_pods is None or len(self.pods) < self.max_pods)
 
     def add(self, key: str, facts: PodFacts) -> None:
+        had = self.pods.get(key)
+        if had is not None and had.nonzero == facts.nonzero and had.requests == facts.requests \
+                and had.ports == facts.ports and had.group == facts.group:
+            # the same pod again with nothing the sums count changed (its binding seen, a status update):
+            # only the object is replaced; the sums and the cached score terms stay valid
+            self.pods[key] = facts
+            return
         self.remove(key)
         self.base_key = None
         self.pods[key] = facts
@@ -553,12 +566,13 @@ def schedule(pod: Obj, nodes: list[Obj], pods: Iterable[Obj], services: Iterable
 
 def schedule_on(pod: Obj, infos: Iterable[NodeInfo], services: Iterable[Obj] = (),
                 weights: dict[str, int] | None = None, *, start: int = 0, percentage: int = 100,
-                with_scores: bool = True, all_live: bool = False) -> Result:
+                with_scores: bool = True, all_live: bool = False, all_plain: bool | None = None) -> Result:
     """`schedule` over NodeInfos a caller keeps current (the shell), without walking the placed pods.
     The filters run from the `start`-th node on (wrapping) and stop once `nodes_to_find` feasible
     nodes are found; `Result.checked` says how many nodes they looked at. `with_scores` False leaves
     Result.scores empty (the shell needs only the node); `all_live` says that `infos` is a list
-    whose every NodeInfo has its node (no need to filter it)."""
+    whose every NodeInfo has its node (no need to filter it); `all_plain`, when not None, is what
+    `all(i.plain for i in infos)` would say (a caller that keeps it saves a pass over every node)."""
     w = _wanted(pod, list(services))
     nodes = infos if all_live and isinstance(infos, list) else [i for i in infos if i.node is not None]
     total = len(nodes)
@@ -573,7 +587,7 @@ def schedule_on(pod: Obj, infos: Iterable[NodeInfo], services: Iterable[Obj] = (
     # that is schedulable can only be turned down by the resource filter (_fit's last checks, inline)
     plain = not w.node_name and not w.needs_affinity and not w.ports
     requests = w.requests
-    if plain and not requests and not with_scores and all(map(_PLAIN, nodes)):
+    if plain and not requests and not with_scores and (all(map(_PLAIN, nodes)) if all_plain is None else all_plain):
         # every node plain and a plain pod without requests: the feasible nodes are exactly the open
         # ones (room for a pod), found in C; the reasons of the others are only needed if none is
         # feasible (then the loop below runs for the message). Same nodes and `checked` as the loop.

@@ -41,6 +41,7 @@ class Scheduler:
         self.infos: dict[str, core.NodeInfo] = {}  # node name -> the node and the pods placed on it
         self._placed: dict[str, str] = {}  # pod key -> the node its NodeInfo counts it on
         self._live: list[core.NodeInfo] | None = None  # the NodeInfos with a node, in order (None: rebuild)
+        self._all_plain: bool | None = None  # every live node plain (None: look again); set_node changes it
         self._binds: set[asyncio.Task[None]] = set()
         self._bind_slots = asyncio.Semaphore(binders)
         self.pods.on_event(self._on_pod)
@@ -53,6 +54,9 @@ class Scheduler:
         node = str((pod.get("spec") or {}).get("nodeName") or "") if pod is not None else ""
         if pod is not None and (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             node = ""
+        if node and pod is not None and self._placed.get(key) == node:
+            self.infos[node].add(key, core.pod_facts(pod))  # on the same node: add replaces it (cheaply)
+            return
         old = self._placed.pop(key, None)
         if old is not None:
             info = self.infos.get(old)
@@ -74,8 +78,15 @@ class Scheduler:
             self._live = [i for i in self.infos.values() if i.node is not None]
         return self._live
 
+    def all_plain(self) -> bool:
+        """Every live node plain (core.NodeInfo.plain), kept between decisions until a node changes."""
+        if self._all_plain is None:
+            self._all_plain = all(i.plain for i in self.live_infos())
+        return self._all_plain
+
     def _on_node(self, typ: str, node: Obj, old: Obj | None) -> None:
         name = key_of(node)
+        self._all_plain = None
         if typ == "DELETED":
             info = self.infos.get(name)
             if info is not None:
@@ -132,7 +143,8 @@ class Scheduler:
             return None
         self._expire_assumed()
         result = core.schedule_on(pod, self.live_infos(), self.services.list(), start=self._next_start,
-                                  percentage=self.percentage, with_scores=False, all_live=True)
+                                  percentage=self.percentage, with_scores=False, all_live=True,
+                                  all_plain=self.all_plain())
         self._next_start += result.checked
         if result.node is None:
             self.unschedulable.add(key)
