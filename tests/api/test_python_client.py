@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config, watch
@@ -222,3 +226,33 @@ def test_finalizers_and_graceful_pod_deletion(api: client.ApiClient, ns: str) ->
     with pytest.raises(ApiException) as e:
         core.read_namespaced_pod("p", ns)
     assert e.value.status == 404
+
+
+
+def test_get_with_resource_version_0_may_come_from_the_cache(cluster: Cluster, api: client.ApiClient,
+                                                             ns: str) -> None:
+    """resourceVersion=0 on a GET is "any version" (kubelets read their Node so): the API server
+    answers from its watch cache once it has the object, and a deleted object is not found."""
+    core = client.CoreV1Api(api)
+    created = core.create_namespaced_config_map(ns, _cm("rv0"))
+    url = f"{cluster.url}/api/v1/namespaces/{ns}/configmaps/rv0?resourceVersion=0"
+
+    def get() -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return json.loads(r.read())  # type: ignore[no-any-return]
+        except urllib.error.HTTPError as e:
+            assert e.code == 404
+            return None
+
+    deadline = time.monotonic() + 10
+    got = get()
+    while (got or {}).get("metadata", {}).get("resourceVersion") != created.metadata.resource_version:
+        assert time.monotonic() < deadline, got
+        time.sleep(0.05)
+        got = get()
+    assert got is not None and got["data"] == {"k": "rv0"} and got["kind"] == "ConfigMap"
+    core.delete_namespaced_config_map("rv0", ns)
+    while get() is not None:
+        assert time.monotonic() < deadline, "still found after the delete"
+        time.sleep(0.05)

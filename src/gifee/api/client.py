@@ -85,8 +85,11 @@ class ApiClient:
                            out.get("details"))
         return out if isinstance(out, dict) else {"value": out}
 
-    async def get(self, plural: str, name: str, *, namespace: str = "", subresource: str = "") -> Obj:
-        return await self.request("GET", resource_path(plural, namespace, name, subresource))
+    async def get(self, plural: str, name: str, *, namespace: str = "", subresource: str = "",
+                  resource_version: str = "") -> Obj:
+        """resource_version "0": any version will do (the API server may answer from its cache)."""
+        params = {"resourceVersion": resource_version} if resource_version else None
+        return await self.request("GET", resource_path(plural, namespace, name, subresource), params=params)
 
     async def list(self, plural: str, *, namespace: str = "", label_selector: str = "", field_selector: str = "",
                    limit: int = 0, continue_token: str = "") -> Obj:

@@ -266,6 +266,12 @@ class ApiServer:
                 if query.get("watch") in ("1", "true"):
                     opts = routing.list_options({**query, "fieldSelector": f"metadata.name={name}"}, res, True)
                     return await self._watch(request, t, opts, out)
+                if query.get("resourceVersion") == "0":
+                    # "any version": the watch cache's copy if it has one, as Kubernetes serves it from its
+                    # watch cache (kubelets read their Node this way); it may lag the store
+                    cached = self._cached(res, ns, name)
+                    if cached is not None:
+                        return self._render(res, out, cached)
                 return self._render(res, out, await self.rest.get(res, ns, name))
             if method == "PUT":
                 return self._render(res, out, await self.rest.update(res, ns, name, await self._body(request),
@@ -370,7 +376,9 @@ class ApiServer:
                     if carry is not None:
                         (kind, obj), carry = carry, None
                     elif sub.queue.empty():
-                        kind, obj = await asyncio.wait_for(sub.queue.get(), timeout=wait)
+                        # (asyncio.timeout rather than wait_for: no Task wrapped around every wait)
+                        async with asyncio.timeout(wait):
+                            kind, obj = await sub.queue.get()
                     else:
                         kind, obj = sub.queue.get_nowait()
                 except TimeoutError:

@@ -100,9 +100,18 @@ class HollowNodes:
         self._beats[name] = beat + 1
         if beat % self.node_check_every:
             return
-        node = await self.api.get("nodes", name)
+        # as a kubelet: the first read may come from the API server's cache (resourceVersion=0); a write
+        # on a stale copy conflicts, and is done again on a fresh read
+        node = await self.api.get("nodes", name, resource_version="0")
         if (condition(node, "Ready") or {}).get("status") != "True":
-            await self.api.update("nodes", hollownode.ready_status_body(node, now), subresource="status")
+            try:
+                await self.api.update("nodes", hollownode.ready_status_body(node, now), subresource="status")
+            except ApiError as e:
+                if e.code != 409:
+                    raise
+                node = await self.api.get("nodes", name)
+                if (condition(node, "Ready") or {}).get("status") != "True":
+                    await self.api.update("nodes", hollownode.ready_status_body(node, now), subresource="status")
 
     async def _node_loop(self, name: str) -> None:
         # spread the nodes' beats over the interval, rather than all at once
