@@ -122,6 +122,9 @@ def reconcile(node: Obj, lease: Obj | None, pods: list[Obj], now: dt.datetime, g
     if kept != taints:
         out.actions.append(Action("patch", "nodes", "", name, {"spec": {"taints": kept or None}},
                                   {"patchType": "application/merge-patch+json"}))
+    no_execute = [t for t in kept if t.get("effect") == "NoExecute"]
+    if ready_status != "Unknown" and not no_execute:
+        return out  # nothing to do for the pods (a healthy node: every lease renewal comes here)
     # pods
     mine = [p for p in pods if (p.get("spec") or {}).get("nodeName") == name and not is_deleting(p)]
     if ready_status == "Unknown":
@@ -132,7 +135,6 @@ def reconcile(node: Obj, lease: Obj | None, pods: list[Obj], now: dt.datetime, g
                     if c.get("type") == "Ready":
                         c.update({"status": "False", "lastTransitionTime": timestamp(now)})
                 out.actions.append(Action("update_status", "pods", namespace_of(p), name_of(p), pb))
-    no_execute = [t for t in kept if t.get("effect") == "NoExecute"]
     for p in mine:
         deadline = eviction_time(p, no_execute, now, default_toleration_seconds)
         if deadline is None:
