@@ -22,6 +22,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from gifee.api import errors, resources
+from gifee.api.httpapi import HttpRequest, Stream, Write
 from gifee.api.storage import Storage
 
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
@@ -54,27 +55,34 @@ async def _target(storage: Storage, namespace: str, name: str, query: Any) -> tu
     return f"http://{host}:{port}", container, name
 
 
-async def serve_log(storage: Storage, request: web.BaseRequest, namespace: str, name: str) -> web.StreamResponse:
+async def serve_log(storage: Storage, request: HttpRequest, namespace: str, name: str) -> Stream:
     base, container, _ = await _target(storage, namespace, name, request.query)
     params = {k: request.query[k] for k in PASSED_LOG if k in request.query}
     url = f"{base}/containerLogs/{namespace}/{name}/{container}"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5)) as session:
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5))
+    try:
         try:
             upstream = await session.get(url, params=params)
         except aiohttp.ClientError as e:
             raise errors.ApiError(502, "BadGateway", f"cannot reach the node's agent: {e}", {}) from None
-        async with upstream:
-            if upstream.status >= 400:
+        if upstream.status >= 400:
+            async with upstream:
                 text = (await upstream.text()).strip()
-                raise errors.bad_request(text or f"the node answered {upstream.status}")
-            resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
-            await resp.prepare(request)
+            raise errors.bad_request(text or f"the node answered {upstream.status}")
+    except BaseException:
+        await session.close()
+        raise
+
+    async def produce(write: Write) -> None:
+        try:
             with contextlib.suppress(ConnectionResetError, aiohttp.ClientError):
                 async for chunk in upstream.content.iter_any():
-                    await resp.write(chunk)
-            with contextlib.suppress(ConnectionResetError):
-                await resp.write_eof()
-            return resp
+                    await write(chunk)
+        finally:
+            upstream.release()
+            await session.close()
+
+    return Stream(produce, content_type="text/plain")
 
 
 async def serve_exec(storage: Storage, request: web.BaseRequest, namespace: str, name: str) -> web.StreamResponse:

@@ -1,13 +1,13 @@
-"""The API server's HTTP shell (aiohttp): routes requests to discovery, the REST
-verbs (rest.py) and watch streams (watchcache.py), and turns every failure into
-a Kubernetes Status. No authentication: serve on loopback, or put TLS and a
+"""The API server's HTTP shell: routes requests to discovery, the REST verbs
+(rest.py) and watch streams (watchcache.py), and turns every failure into a
+Kubernetes Status. Served by httpserver.py (httptools); connections that upgrade
+(exec) are handed to aiohttp's server, which runs the same dispatch. No authentication: serve on loopback, or put TLS and a
 trusted network around it (docs/API.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from collections import OrderedDict
@@ -19,6 +19,8 @@ from aiohttp import web
 
 from gifee.api import discovery, errors, ipalloc, jsoncodec, resources, routing, tables
 from gifee.api.bodies import protobuf_body
+from gifee.api.httpapi import Answer, HttpRequest, Reply, Stream, Write, text, to_aiohttp
+from gifee.api.httpserver import HttpServer
 from gifee.api.rest import Rest, now
 from gifee.api.routing import Output, Target
 from gifee.api.storage import ListQuery, Storage
@@ -45,23 +47,26 @@ class ApiConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=jsoncodec.dumps(data), status=status,
-                        content_type="application/json")
+def _json(data: Any, status: int = 200) -> Reply:
+    return Reply(jsoncodec.dumps(data), status)
 
 
-def _status_response(e: errors.ApiError) -> web.Response:
+def _status_response(e: errors.ApiError) -> Reply:
     return _json(e.status(), e.code)
 
 
-async def status_errors(request: web.BaseRequest, handler: Any) -> web.StreamResponse:
+def _too_large() -> Reply:
+    return _status_response(errors.ApiError(413, "RequestEntityTooLarge", "the request body is too large", {}))
+
+
+async def status_errors(request: HttpRequest, handler: Any) -> Answer:
     """Every failure of `handler` as a Kubernetes Status (aiohttp's own HTTP errors pass through)."""
     try:
         return await handler(request)  # type: ignore[no-any-return]
     except errors.ApiError as e:
         return _status_response(e)
     except web.HTTPRequestEntityTooLarge:
-        return _status_response(errors.ApiError(413, "RequestEntityTooLarge", "the request body is too large", {}))
+        return _too_large()
     except web.HTTPException:
         raise
     except (asyncio.CancelledError, ConnectionResetError):
@@ -140,14 +145,18 @@ class ApiServer:
             await cache.stop()
         await self.rest.stop()
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        if "Expect" in request.headers:  # what the Application's routes did (curl sends it for big bodies)
-            await _expect(request)
+    async def answer(self, request: HttpRequest) -> Answer:
+        """What httpserver.py serves: the answer to a request whose body is read."""
         return await status_errors(request, self.dispatch)
 
-    def http_server(self, **kwargs: Any) -> web.Server:
-        """aiohttp's low-level server around `handle`: dispatch does its own routing, so every request
-        skips the Application's router, middleware chain and signals (~5% of this server's CPU)."""
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """What aiohttp serves (connections handed over for an upgrade)."""
+        if "Expect" in request.headers:  # what the Application's routes did (curl sends it for big bodies)
+            await _expect(request)
+        return await to_aiohttp(request, await status_errors(request, self.dispatch))
+
+    def aiohttp_server(self, **kwargs: Any) -> web.Server:
+        """aiohttp's low-level server around `handle`, for the connections that upgrade (exec)."""
         loop = asyncio.get_running_loop()
 
         def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
@@ -155,9 +164,12 @@ class ApiServer:
 
         return web.Server(self.handle, request_factory=make_request, **kwargs)
 
+    def http_server(self, fallback: web.Server) -> HttpServer:
+        return HttpServer(self.answer, max_body=MAX_BODY, too_large=_too_large, fallback=fallback)
+
     # -- routing
 
-    async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def dispatch(self, request: HttpRequest) -> Answer:
         path = request.path.rstrip("/") or "/"
         if request.method in ("GET", "HEAD"):
             simple = await self._simple(request, path)
@@ -168,14 +180,14 @@ class ApiServer:
             raise errors.path_not_found(path)
         return await self._resource(request, target)
 
-    async def _simple(self, request: web.BaseRequest, path: str) -> web.StreamResponse | None:
+    async def _simple(self, request: HttpRequest, path: str) -> Answer | None:
         if path in ("/healthz", "/livez", "/readyz") or path.startswith(("/healthz/", "/livez/", "/readyz/")):
             if path.startswith("/readyz"):
                 try:
                     await self.storage.revision()
                 except errors.ApiError as e:
-                    return web.Response(text=f"[-]etcd failed: {e.message}\nreadyz check failed", status=500)
-            return web.Response(text="ok", content_type="text/plain")
+                    return text(f"[-]etcd failed: {e.message}\nreadyz check failed", status=500)
+            return text("ok")
         if path == "/version":
             return _json(discovery.version_info())
         if path == "/api":
@@ -184,8 +196,8 @@ class ApiServer:
             return _json(discovery.api_group_list())
         if path in ("/openapi/v2", "/swagger-2.0.0.pb-v1"):
             if routing.accepts_protobuf_openapi(request.headers.get("Accept", "")):
-                return web.Response(body=discovery.openapi_v2_protobuf(),
-                                    content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+                return Reply(discovery.openapi_v2_protobuf(),
+                             content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
             return _json(discovery.openapi_v2_json())
         parts = [p for p in path.split("/") if p]
         if len(parts) == 2 and parts[0] == "api":
@@ -201,7 +213,7 @@ class ApiServer:
 
     # -- bodies and output
 
-    async def _body(self, request: web.BaseRequest) -> Any:
+    async def _body(self, request: HttpRequest) -> Any:
         raw = await request.read()
         if not raw:
             return None
@@ -219,7 +231,7 @@ class ApiServer:
                               f"accepted media types include: application/json, application/yaml, "
                               f"application/vnd.kubernetes.protobuf (got {ctype!r})", {})
 
-    def _render(self, res: Any, out: Output, data: dict[str, Any], status: int = 200) -> web.Response:
+    def _render(self, res: Any, out: Output, data: dict[str, Any], status: int = 200) -> Reply:
         if out.table and data.get("kind") not in ("Status", "Scale"):
             items = data.get("items") if data.get("kind", "").endswith("List") and "items" in data else [data]
             meta = {k: v for k, v in (data.get("metadata") or {}).items()
@@ -230,7 +242,7 @@ class ApiServer:
 
     # -- resources
 
-    async def _resource(self, request: web.BaseRequest, t: Target) -> web.StreamResponse:
+    async def _resource(self, request: HttpRequest, t: Target) -> Answer:
         res, ns, name, sub = t.res, t.namespace, t.name, t.subresource
         query = dict(request.query)
         method = request.method
@@ -286,7 +298,7 @@ class ApiServer:
             raise errors.method_not_allowed()
         return await self._subresource(request, t, out, dry_run)
 
-    async def _subresource(self, request: web.BaseRequest, t: Target, out: Output, dry_run: bool) -> web.StreamResponse:
+    async def _subresource(self, request: HttpRequest, t: Target, out: Output, dry_run: bool) -> Answer:
         res, ns, name, sub = t.res, t.namespace, t.name, t.subresource
         method = request.method
         if sub == "status" or (sub == "finalize" and method == "PUT"):
@@ -313,16 +325,20 @@ class ApiServer:
         elif res.plural == "pods" and sub in ("log", "exec") and method in ("GET", "POST"):
             from gifee.api import nodeproxy  # the node agent serves these (docs in nodeproxy)
 
-            serve = nodeproxy.serve_log if sub == "log" else nodeproxy.serve_exec
-            return await serve(self.storage, request, ns, name)
+            if sub == "log":
+                return await nodeproxy.serve_log(self.storage, request, ns, name)
+            if not isinstance(request, web.BaseRequest):  # upgrades reach aiohttp (httpserver.py)
+                raise errors.bad_request("exec needs a WebSocket (v5.channel.k8s.io or v4.channel.k8s.io) or "
+                                         "SPDY/3.1 upgrade")
+            return await nodeproxy.serve_exec(self.storage, request, ns, name)
         elif sub == "log" and method == "GET":
             data = await self.rest.pod_log(ns, name, dict(request.query))
-            return web.Response(body=data, content_type="text/plain")
+            return Reply(data, content_type="text/plain")
         raise errors.method_not_allowed()
 
     # -- watch
 
-    async def _watch(self, request: web.BaseRequest, t: Target, opts: routing.ListOptions, out: Output) -> web.StreamResponse:
+    async def _watch(self, request: HttpRequest, t: Target, opts: routing.ListOptions, out: Output) -> Stream:
         res = t.res
         flt = WatchFilter(t.namespace, "", opts.label_selector, opts.field_selector)
         cache = self.caches[res.plural]
@@ -333,10 +349,7 @@ class ApiServer:
             initial, start = result.items, result.revision
         else:
             start = int(opts.resource_version)
-        response = web.StreamResponse(headers={"Content-Type": "application/json",
-                                               "Cache-Control": "no-cache, private"})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
+
         def line(kind: str, obj: dict[str, Any]) -> bytes:
             if out.table and kind in ("ADDED", "MODIFIED", "DELETED"):
                 obj = tables.to_table(res.kind, [obj], now=now(), include_object=out.include_object,
@@ -344,8 +357,18 @@ class ApiServer:
                 return jsoncodec.dumps({"type": kind, "object": obj}) + b"\n"
             return self._event_line(kind, obj)
 
+        async def produce(write: Write) -> None:
+            await self._stream_events(write, line, t, opts, cache, initial, start, timeout, flt)
+
+        return Stream(produce, headers=(("Cache-Control", "no-cache, private"),))
+
+    async def _stream_events(self, write: Write, line: Any, t: Target, opts: routing.ListOptions,
+                             cache: ResourceWatchCache, initial: list[dict[str, Any]], start: int, timeout: float,
+                             flt: WatchFilter) -> None:
+        res = t.res
+
         async def send(kind: str, obj: dict[str, Any]) -> None:
-            await response.write(line(kind, obj))
+            await write(line(kind, obj))
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -357,12 +380,12 @@ class ApiServer:
                 try:
                     async with asyncio.timeout(timeout):
                         async for group in direct_events(self.client, res, start, flt):
-                            await response.write(b"".join(line(kind, obj) for kind, obj in group))
+                            await write(b"".join(line(kind, obj) for kind, obj in group))
                 except errors.ApiError as e:
                     await send("ERROR", e.status())
                 except TimeoutError:
                     pass
-                return response
+                return
             next_bookmark = loop.time() + self.config.bookmark_interval
             carry: tuple[str, Any] | None = None  # the first event of a revision the last write left out
             while True:
@@ -407,7 +430,7 @@ class ApiServer:
                         break
                     lines.append(line(kind, obj))
                     last = revision
-                await response.write(b"".join(lines))
+                await write(b"".join(lines))
                 if closed:
                     break
         except (ConnectionResetError, asyncio.CancelledError):
@@ -415,9 +438,6 @@ class ApiServer:
         finally:
             if sub is not None:
                 cache.unsubscribe(sub)
-        with contextlib.suppress(ConnectionResetError, RuntimeError):
-            await response.write_eof()
-        return response
 
 
 def _revision_of(obj: Any) -> str:
@@ -435,10 +455,9 @@ async def serve(config: ApiConfig, *, ready: asyncio.Event | None = None) -> Non
             if attempt == 59:
                 raise RuntimeError(f"cannot reach the store at {config.etcd_endpoint}: {e.message}") from None
             await asyncio.sleep(0.5)
-    runner = web.ServerRunner(server.http_server(handler_cancellation=True, access_log=None))
-    await runner.setup()
-    site = web.TCPSite(runner, config.bind_address, config.port, ssl_context=config.ssl_context)
-    await site.start()
+    upgrades = server.aiohttp_server(handler_cancellation=True, access_log=None)
+    http = server.http_server(upgrades)
+    await http.start(config.bind_address, config.port, ssl=config.ssl_context)
     log.info("serving the Kubernetes API on %s://%s:%d (store %s)", "https" if config.ssl_context else "http",
              config.bind_address, config.port, config.etcd_endpoint)
     if ready is not None:
@@ -446,6 +465,7 @@ async def serve(config: ApiConfig, *, ready: asyncio.Event | None = None) -> Non
     try:
         await asyncio.Event().wait()
     finally:
-        await runner.cleanup()
+        await http.close()
+        await upgrades.shutdown(5)
         await server.stop()
         await client.close()
