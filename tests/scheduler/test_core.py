@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gifee.scheduler import core
+from gifee.scheduler.nodetable import NodeTable
 
 
 def node(name: str, cpu: str = "2", mem: str = "4Gi", pods: str = "110", labels: dict[str, str] | None = None,
@@ -128,24 +129,33 @@ def _sums(info: core.NodeInfo) -> tuple[Any, ...]:
     return (sorted(info.pods), +info.requested, info.cpu, info.mem, +info.ports, +info.groups, info.open)
 
 
+def _row(table: NodeTable, row: int) -> tuple[Any, ...]:
+    """What the decisions read of one row of a table."""
+    return (bool(table.open[row]), bool(table.plain[row]), bool(table.soft[row]), bool(table.big[row]),
+            float(table.cpu[row]), float(table.mem[row]), float(table.alloc_cpu[row]),
+            float(table.alloc_mem[row]), int(table.crc[row]), int(table.name_len[row]),
+            {g: c[row] for g, c in table.groups.items() if row in c})
+
+
 def test_adding_a_placed_pod_again_replaces_it() -> None:
-    """NodeInfo.add of a pod it holds: the sums are those of the pods as they are now, whether only
-    the object changed (a status update keeps the cached score terms) or its requests did."""
+    """NodeInfo.add of a pod it holds: the sums, and the attached table's row, are those of the pods
+    as they are now, whether only the object changed (a status update) or its requests did."""
     owner = [{"kind": "ReplicationController", "name": "rc", "uid": "rc1", "controller": True}]
     first = pod("a", cpu="100m", node_name="n", hostPort=None)
     first["metadata"]["ownerReferences"] = owner
     info = core.NodeInfo(node("n"))
+    table = NodeTable([info], attach=True)
     info.add("default/a", core.pod_facts(first))
-    core._score_values(core._wanted(pod("x"), []), [info], core.WEIGHTS)
-    key = info.base_key
     running = {**first, "status": {"phase": "Running", "podIP": "10.0.0.2"}}
     info.add("default/a", core.pod_facts(running))
-    assert info.pods["default/a"].pod is running and info.base_key is key and key is not None
+    assert info.pods["default/a"].pod is running
     fresh = core.NodeInfo(node("n"))
     fresh.add("default/a", core.pod_facts(running))
     assert _sums(info) == _sums(fresh)
+    assert _row(table, 0) == _row(NodeTable([fresh]), 0) and table.groups == {"default/rc1": {0: 1}}
     bigger = pod("a", cpu="300m", node_name="n")
     info.add("default/a", core.pod_facts(bigger))
     fresh = core.NodeInfo(node("n"))
     fresh.add("default/a", core.pod_facts(bigger))
-    assert _sums(info) == _sums(fresh) and info.base_key is None
+    assert _sums(info) == _sums(fresh)
+    assert _row(table, 0) == _row(NodeTable([fresh]), 0) and table.groups == {}

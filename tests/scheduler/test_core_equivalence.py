@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gifee.scheduler import core
+from gifee.scheduler.nodetable import NodeTable
 
 
 def reference(pod: dict[str, Any], infos: list[core.NodeInfo], services: list[dict[str, Any]], *, start: int,
@@ -165,10 +166,10 @@ def test_the_shells_fast_filter_finds_the_same_nodes(pods_per_node: list[int], s
     pods = [make_pod(f"p{i}-{k}", d, f"n{i}") for i, n in enumerate(pods_per_node) for k in range(n)]
     infos = list(core.node_infos(ns, pods).values())
     pod = make_pod("new", d)
-    fast = core.schedule_on(pod, infos, start=start, percentage=percentage, with_scores=False, all_live=True)
+    fast = core.schedule_on(pod, infos, start=start, percentage=percentage, with_scores=False)
     slow = core.schedule_on(pod, infos, start=start, percentage=percentage)
     assert (fast.node, fast.checked, fast.message) == (slow.node, slow.checked, slow.message)
-    # the shell says whether every node is plain (kept between decisions) instead of the core looking
-    told = core.schedule_on(pod, infos, start=start, percentage=percentage, with_scores=False, all_live=True,
-                            all_plain=not taint)
+    # the shell's table, attached to the NodeInfos (it knows whether every node is plain)
+    told = core.schedule_on(pod, NodeTable(infos, attach=True), start=start, percentage=percentage,
+                            with_scores=False)
     assert (told.node, told.checked, told.message) == (slow.node, slow.checked, slow.message)

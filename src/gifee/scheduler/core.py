@@ -33,9 +33,14 @@ objects for):
 
 Theory of operation: `schedule(pod, nodes, pods, services)` runs every filter on
 every node, scores the survivors and returns the best; `bind_action` and
-`unschedulable_action` turn the result into the API calls. The shell calls this
-once per pending pod, then treats the pod as placed (assumed) until the API
-server's watch confirms the binding, so the next decision sees it.
+`unschedulable_action` turn the result into the API calls. The shell calls
+`schedule_on` once per pending pod over a NodeTable (nodetable.py: the live
+nodes' columns, numpy arrays each NodeInfo keeps current), then treats the pod
+as placed (assumed) until the API server's watch confirms the binding, so the
+next decision sees it. The score pass and the tie-break run over those columns
+in numpy, elementwise in the same order of operations as the plain rules per
+node, so every score is the same float (tests/scheduler/test_core_equivalence.py
+and test_nodetable.py compare with a plain loop).
 """
 
 from __future__ import annotations
@@ -45,9 +50,10 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import compress, count, islice, repeat
-from operator import attrgetter
+from itertools import chain
 from typing import Any
+
+import numpy as np
 
 from gifee.controllers.objects import (
     Action,
@@ -63,6 +69,7 @@ from gifee.controllers.objects import (
     timestamp,
     uid_of,
 )
+from gifee.scheduler.nodetable import EXACT, Floats, NodeTable, Rows
 
 DEFAULT_SCHEDULER = "default-scheduler"
 DEFAULT_MILLI_CPU = 100
@@ -239,7 +246,7 @@ class NodeInfo:
 
     # slots: a decision reads a few attributes of hundreds of NodeInfos through attrgetter and in
     # loops; a slot is read by its descriptor, without a lookup in an instance dict
-    __slots__ = ("pods", "requested", "cpu", "mem", "ports", "groups", "base_key", "base", "node", "name",
+    __slots__ = ("pods", "requested", "cpu", "mem", "ports", "groups", "table", "row", "node", "name",
                  "name_bytes", "alloc", "hard_taints", "soft_taints", "unschedulable", "plain", "alloc_cpu",
                  "alloc_mem", "max_pods", "open")
 
@@ -250,12 +257,11 @@ class NodeInfo:
         self.mem = 0
         self.ports: Counter[tuple[str, str, int]] = Counter()
         self.groups: Counter[str] = Counter()
-        self.base_key: tuple[int, int, int, int] | None = None  # what `base` was computed for (_score_values)
-        self.base = 0.0
+        self.table: NodeTable | None = None  # the attached table told of every change, and this node's row
+        self.row = -1
         self.set_node(node)
 
     def set_node(self, node: Obj | None) -> None:
-        self.base_key = None
         self.node = node
         self.name = name_of(node) if node is not None else ""
         self.name_bytes = self.name.encode()
@@ -270,6 +276,8 @@ class NodeInfo:
         self.alloc_mem = self.alloc.get("memory") or 0
         self.max_pods: int | None = self.alloc["pods"] // 1000 if "pods" in self.alloc else None
         self._update_open()
+        if self.table is not None:
+            self.table.write_node(self.row, self)
 
     def _update_open(self) -> None:
         # a plain node with room for one more pod: what a plain pod without requests needs
@@ -280,11 +288,10 @@ class NodeInfo:
         if had is not None and had.nonzero == facts.nonzero and had.requests == facts.requests \
                 and had.ports == facts.ports and had.group == facts.group:
             # the same pod again with nothing the sums count changed (its binding seen, a status update):
-            # only the object is replaced; the sums and the cached score terms stay valid
+            # only the object is replaced; the sums and the table's row stay valid
             self.pods[key] = facts
             return
         self.remove(key)
-        self.base_key = None
         self.pods[key] = facts
         self._update_open()
         self.requested.update(facts.requests)
@@ -293,12 +300,16 @@ class NodeInfo:
         self.ports.update(facts.ports)
         if facts.group:
             self.groups[facts.group] += 1
+        table = self.table
+        if table is not None:
+            table.write_load(self.row, self)
+            if facts.group:
+                table.count_group(self.row, facts.group, 1)
 
     def remove(self, key: str) -> None:
         facts = self.pods.pop(key, None)
         if facts is None:
             return
-        self.base_key = None
         self._update_open()
         self.requested.subtract(facts.requests)
         self.cpu -= facts.nonzero[0]
@@ -309,6 +320,11 @@ class NodeInfo:
             self.groups[facts.group] -= 1
             if self.groups[facts.group] <= 0:
                 del self.groups[facts.group]
+        table = self.table
+        if table is not None:
+            table.write_load(self.row, self)
+            if facts.group:
+                table.count_group(self.row, facts.group, -1)
 
 
 def node_infos(nodes: Iterable[Obj], pods: Iterable[Obj]) -> dict[str, NodeInfo]:
@@ -447,97 +463,81 @@ def _normalized(raw: list[float], reverse: bool) -> list[float]:
     return [(100 - v * 100 / top) if reverse else v * 100 / top for v in raw]
 
 
-def _score(w: _Wanted, feasible: list[NodeInfo], weights: dict[str, int]) -> dict[str, float]:
-    return {i.name: v for i, v in zip(feasible, _score_values(w, feasible, weights), strict=True)}
+def _normalized_array(raw: Floats, reverse: bool) -> Floats | float:
+    """_normalized over an array: the same quotients (a constant when every raw value is <= 0)."""
+    top = float(raw.max()) if len(raw) else 0.0
+    if top <= 0:
+        return 100.0 if reverse else 0.0
+    return 100 - raw * 100 / top if reverse else raw * 100 / top
 
 
-_GROUPS = attrgetter("groups")
-_PLAIN = attrgetter("plain")
-_OPEN = attrgetter("open")
-_BASE_KEYS: dict[tuple[int, int, int, int], tuple[int, int, int, int]] = {}
-
-
-def _base_key(cpu: int, mem: int, wl: int, wb: int) -> tuple[int, int, int, int]:
-    """One tuple object per distinct (pod cpu, pod memory, weights): NodeInfo.base_key is compared by
-    identity, so the per-node check costs one `is`."""
-    key = (cpu, mem, wl, wb)
-    got = _BASE_KEYS.get(key)
-    if got is None:
-        if len(_BASE_KEYS) > 4096:
-            _BASE_KEYS.clear()
-        got = _BASE_KEYS[key] = key
-    return got
-
-
-def _score_values(w: _Wanted, feasible: list[NodeInfo], weights: dict[str, int]) -> list[float]:
-    """Each feasible node's score, in order."""
-    # A score that is the same on every node (no services, no controller, no soft taints, no
-    # preferred terms: normalised all-zero lists) is a constant rather than a list; the sum below
-    # keeps its order of operations, so every score is the same float as when all were lists.
-    # The first two terms (LeastAllocated and BalancedAllocation: the node's sums and the pod's
-    # cpu and memory) are kept on the NodeInfo until its pods change: a node is scored hundreds of
-    # times between two of its own changes. (a + b) + c + ... is the same float as a + b + c + ...
-    n = len(feasible)
-    counts: list[int] | None = None
+def _score_array(w: _Wanted, table: NodeTable, rows: Rows, weights: dict[str, int]) -> Floats:
+    """The score of each of `rows` (feasible), in order: the same floats as the plain rules' sum
+    per node, LeastAllocated + BalancedAllocation + Spread + TaintToleration + NodeAffinity, each
+    term an array over the rows or, when it is the same on every node, a constant (numpy does each
+    operation elementwise in IEEE double, as Python does per node, so keeping the order of the
+    operations keeps every float)."""
+    infos = table.infos
+    feasible = [infos[r] for r in rows.tolist()] if w.services or w.preferred else []
+    spread: Floats | float = 100.0
     if w.services:
-        spread: list[float] | None = _normalized([float(_same_group_count(w, i)) for i in feasible], True)
+        spread = _normalized_array(np.array([float(_same_group_count(w, i)) for i in feasible]), True)
     elif w.group:
-        group = w.group
-        # normalised inline below (the same quotients); dict.get mapped over the Counters runs in C
-        # (methodcaller("get", ...) was twice as slow as a list comprehension: a bound method per node)
-        counts = list(map(dict.get, map(_GROUPS, feasible), repeat(group), repeat(0)))
-        spread = None
-    else:
-        spread = None
-    taints = (_normalized([float(sum(1 for t in i.soft_taints if not any(tolerates(x, t) for x in w.tolerations)))
-                           if i.soft_taints else 0.0 for i in feasible], True)
-              if any(i.soft_taints for i in feasible) else None)
-    aff = (_normalized([float(preferred_affinity(w.pod, i.node) if i.node else 0) for i in feasible], False)
-           if w.preferred else None)
+        counts = table.group_counts(w.group, rows)
+        if counts is not None:
+            spread = _normalized_array(counts, True)
+    taints: Floats | float = 100.0
+    if table.soft[rows].any():
+        taints = _normalized_array(np.array(
+            [float(sum(1 for t in i.soft_taints if not any(tolerates(x, t) for x in w.tolerations)))
+             if i.soft_taints else 0.0 for i in (infos[r] for r in rows.tolist())]), True)
+    aff: Floats | float = 0.0
+    if w.preferred:
+        aff = _normalized_array(np.array([float(preferred_affinity(w.pod, i.node) if i.node else 0)
+                                          for i in feasible]), False)
     wl, wb, ws = weights["LeastAllocated"], weights["BalancedAllocation"], weights["Spread"]
     wt, wa = weights["TaintToleration"], weights["NodeAffinity"]
+    base = _base_array(w, table, rows, wl, wb)
+    return base + ws * spread + wt * taints + wa * aff
+
+
+def _base_array(w: _Wanted, table: NodeTable, rows: Rows, wl: int, wb: int) -> Floats:
+    """LeastAllocated and BalancedAllocation, weighted and summed, for each of `rows`: kept in the
+    table's `base` column until the row's node or pods change (a node is scored hundreds of times
+    between two of its own changes), recomputed here for the rows that did."""
     wcpu, wmem = w.cpu, w.mem
-    key = _base_key(wcpu, wmem, wl, wb)
-    out: list[float] = []
-    append = out.append
-    if taints is None and aff is None:
-        # the common case: only the spread differs between the nodes besides the node's own terms
-        t_c, a_c = wt * 100.0, wa * 0.0
-        top = max(counts, default=0) if counts is not None else 0
-        if counts is not None and top > 0:
-            for i, c in zip(feasible, counts, strict=True):
-                if i.base_key is key:
-                    base = i.base
-                else:
-                    base = i.base = _node_base(i, wcpu, wmem, wl, wb)
-                    i.base_key = key
-                append(base + ws * (100 - c * 100 / top) + t_c + a_c)
-            return out
-        for i, sp in zip(feasible, spread if spread is not None else [100.0] * n, strict=True):
-            if i.base_key is key:
-                base = i.base
-            else:
-                base = i.base = _node_base(i, wcpu, wmem, wl, wb)
-                i.base_key = key
-            append(base + ws * sp + t_c + a_c)
-        return out
-    if counts is not None:
-        spread = _normalized(counts, True)  # type: ignore[arg-type]  # ints: the same quotients
-    spread_l = spread if spread is not None else [100.0] * n
-    taints_l = taints if taints is not None else [100.0] * n
-    aff_l = aff if aff is not None else [0.0] * n
-    for i, sp, ta, af in zip(feasible, spread_l, taints_l, aff_l, strict=True):
-        if i.base_key is key:
-            base = i.base
+    key = (wcpu, wmem, wl, wb)
+    if table.base_key != key:
+        table.base_key = key
+        table.stale[:] = True
+    stale = rows[table.stale[rows]]
+    if len(stale):
+        exact = not table.inexact and -EXACT < wcpu < EXACT and -EXACT < wmem < EXACT
+        if len(stale) > 16 and exact:
+            table.base[stale] = _base_columns(table, stale, wcpu, wmem, wl, wb)
         else:
-            base = i.base = _node_base(i, wcpu, wmem, wl, wb)
-            i.base_key = key
-        append(base + ws * sp + wt * ta + wa * af)
-    return out
+            # a few rows (one per decision, typically: the last pod placed), or numbers float64 cannot
+            # hold exactly: Python's int / int is correctly rounded, so compute there
+            infos, base = table.infos, table.base
+            for r in stale.tolist():
+                base[r] = _node_base(infos[r], wcpu, wmem, wl, wb)
+        table.stale[stale] = False
+    return table.base[rows]
+
+
+def _base_columns(table: NodeTable, rows: Rows, wcpu: int, wmem: int, wl: int, wb: int) -> Floats:
+    """_node_base over the rows, in numpy (every number below EXACT)."""
+    a = table.alloc_cpu[rows]
+    fc = np.divide(wcpu + table.cpu[rows], a, out=np.ones(len(rows)), where=a != 0)
+    np.minimum(fc, 1.0, out=fc)
+    a = table.alloc_mem[rows]
+    fm = np.divide(wmem + table.mem[rows], a, out=np.ones(len(rows)), where=a != 0)
+    np.minimum(fm, 1.0, out=fm)
+    return wl * ((1 - fc) + (1 - fm)) / 2 * 100 + wb * (1 - np.abs(fc - fm) / 2) * 100  # type: ignore[no-any-return]
 
 
 def _node_base(i: NodeInfo, wcpu: int, wmem: int, wl: int, wb: int) -> float:
-    """LeastAllocated and BalancedAllocation, weighted and summed (_fractions, inline)."""
+    """LeastAllocated and BalancedAllocation, weighted and summed (_fractions, inline), in Python ints."""
     a = i.alloc_cpu
     fc = (wcpu + i.cpu) / a if a else 1.0
     if fc > 1.0:
@@ -564,78 +564,76 @@ def schedule(pod: Obj, nodes: list[Obj], pods: Iterable[Obj], services: Iterable
     return schedule_on(pod, list(node_infos(nodes, pods).values()), services, weights)
 
 
-def schedule_on(pod: Obj, infos: Iterable[NodeInfo], services: Iterable[Obj] = (),
+def schedule_on(pod: Obj, infos: Iterable[NodeInfo] | NodeTable, services: Iterable[Obj] = (),
                 weights: dict[str, int] | None = None, *, start: int = 0, percentage: int = 100,
-                with_scores: bool = True, all_live: bool = False, all_plain: bool | None = None) -> Result:
-    """`schedule` over NodeInfos a caller keeps current (the shell), without walking the placed pods.
-    The filters run from the `start`-th node on (wrapping) and stop once `nodes_to_find` feasible
-    nodes are found; `Result.checked` says how many nodes they looked at. `with_scores` False leaves
-    Result.scores empty (the shell needs only the node); `all_live` says that `infos` is a list
-    whose every NodeInfo has its node (no need to filter it); `all_plain`, when not None, is what
-    `all(i.plain for i in infos)` would say (a caller that keeps it saves a pass over every node)."""
+                with_scores: bool = True) -> Result:
+    """`schedule` over NodeInfos a caller keeps current (the shell: a NodeTable attached to them),
+    without walking the placed pods. The filters run from the `start`-th node on (wrapping) and stop
+    once `nodes_to_find` feasible nodes are found; `Result.checked` says how many nodes they looked
+    at. `with_scores` False leaves Result.scores empty, and Result.reasons too unless no node fits
+    (the shell needs only the node)."""
     w = _wanted(pod, list(services))
-    nodes = infos if all_live and isinstance(infos, list) else [i for i in infos if i.node is not None]
+    table = infos if isinstance(infos, NodeTable) else NodeTable([i for i in infos if i.node is not None])
+    nodes = table.infos
     total = len(nodes)
     enough = nodes_to_find(total, percentage)
-    if total and start % total:
-        start %= total
-        nodes = nodes[start:] + nodes[:start]
-    feasible: list[NodeInfo] = []
+    start = start % total if total else 0
     reasons: dict[str, list[str]] = {}
+    rows: Rows | None = None
     checked = 0
     # the fast path: a pod without a node name, affinity or host ports on a node without hard taints
     # that is schedulable can only be turned down by the resource filter (_fit's last checks, inline)
     plain = not w.node_name and not w.needs_affinity and not w.ports
     requests = w.requests
-    if plain and not requests and not with_scores and (all(map(_PLAIN, nodes)) if all_plain is None else all_plain):
+    if plain and not requests and not with_scores and not table.nonplain:
         # every node plain and a plain pod without requests: the feasible nodes are exactly the open
-        # ones (room for a pod), found in C; the reasons of the others are only needed if none is
+        # ones (room for a pod), found in numpy; the reasons of the others are only needed if none is
         # feasible (then the loop below runs for the message). Same nodes and `checked` as the loop.
-        picked = list(islice(compress(count(), map(_OPEN, nodes)), enough))
-        if picked:
-            feasible = [nodes[k] for k in picked]
-            checked = picked[-1] + 1 if len(picked) >= enough else total
-            nodes = []
-    for info in nodes:
-        checked += 1
-        if plain and info.plain and (info.max_pods is None or len(info.pods) < info.max_pods):
-            requested, alloc = info.requested, info.alloc
-            for res, amount in requests:
-                if requested[res] + amount > alloc.get(res, 0):
-                    break
+        picked = table.open_rows(start, enough)
+        if len(picked):
+            rows = picked
+            checked = (int(picked[-1]) - start) % total + 1 if len(picked) >= enough else total
+    if rows is None:
+        feasible: list[int] = []
+        for r in chain(range(start, total), range(start)):
+            info = nodes[r]
+            checked += 1
+            if plain and info.plain and (info.max_pods is None or len(info.pods) < info.max_pods):
+                requested, alloc = info.requested, info.alloc
+                for res, amount in requests:
+                    if requested[res] + amount > alloc.get(res, 0):
+                        break
+                else:
+                    feasible.append(r)
+                    if len(feasible) >= enough:
+                        break
+                    continue
+            why = _fit(w, info)
+            if why:
+                reasons[info.name] = why
             else:
-                feasible.append(info)
+                feasible.append(r)
                 if len(feasible) >= enough:
                     break
-                continue
-        why = _fit(w, info)
-        if why:
-            reasons[info.name] = why
-        else:
-            feasible.append(info)
-            if len(feasible) >= enough:
-                break
-    if not feasible:
-        return Result(None, {}, reasons, failure_message(total, reasons), checked)
-    values = _score_values(w, feasible, weights or WEIGHTS)
-    salt = zlib.crc32(f"{uid_of(pod) or f'{namespace_of(pod)}/{name_of(pod)}'}/".encode())
-    # the best score rounded to 6 places; ties go to the highest CRC-32 (the first such node on equal
-    # hashes). Rounding is monotonic, so only scores within a rounding step of the highest can round
-    # to the top: the others are skipped before the (slow) round.
-    # (a score equal to the highest needs no rounding; compress/map pick the candidates in C)
-    vmax = max(values)
+        if not feasible:
+            return Result(None, {}, reasons, failure_message(total, reasons), checked)
+        rows = np.array(feasible, np.intp)
+    values = _score_array(w, table, rows, weights or WEIGHTS)
+    # the best score rounded to 6 places; ties go to the highest CRC-32 of (pod, node) (the first such
+    # node on equal hashes). Rounding is monotonic, so only scores within a rounding step of the
+    # highest can round to the top; a score equal to the highest needs no (slow, Python) round.
+    vmax = float(values.max())
     top = round(vmax, 6)
-    floor = top - 2e-6
-    best_info = feasible[0]
-    best_hash = -1
-    for i, v in compress(zip(feasible, values, strict=True), map(floor.__le__, values)):
-        if v != vmax and round(v, 6) != top:
-            continue
-        h = zlib.crc32(i.name_bytes, salt)
-        if h > best_hash:
-            best_info, best_hash = i, h
-    scores = {i.name: v for i, v in zip(feasible, values, strict=True)} if with_scores else {}
-    return Result(best_info.name, scores, reasons, "", checked)
+    candidates = np.flatnonzero(values >= top - 2e-6)
+    near = np.flatnonzero(values[candidates] != vmax)
+    if len(near):
+        off = [k for k, v in zip(near.tolist(), values[candidates[near]].tolist(), strict=True) if round(v, 6) != top]
+        candidates = np.delete(candidates, off)
+    salt = zlib.crc32(f"{uid_of(pod) or f'{namespace_of(pod)}/{name_of(pod)}'}/".encode())
+    cand_rows = rows[candidates]
+    best = nodes[int(cand_rows[int(np.argmax(table.hashes(cand_rows, salt)))])].name
+    scores = dict(zip([nodes[r].name for r in rows.tolist()], values.tolist(), strict=True)) if with_scores else {}
+    return Result(best, scores, reasons, "", checked)
 
 
 def bind_action(pod: Obj, node: str) -> Action:

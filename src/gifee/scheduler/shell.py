@@ -22,6 +22,7 @@ from gifee.api.errors import ApiError
 from gifee.controllers.framework import Informer, WorkQueue, apply_action, run_worker, utcnow
 from gifee.controllers.objects import Obj, key_of
 from gifee.scheduler import core
+from gifee.scheduler.nodetable import NodeTable
 
 log = logging.getLogger("gifee.scheduler")
 
@@ -40,8 +41,8 @@ class Scheduler:
         self.unschedulable: set[str] = set()
         self.infos: dict[str, core.NodeInfo] = {}  # node name -> the node and the pods placed on it
         self._placed: dict[str, str] = {}  # pod key -> the node its NodeInfo counts it on
-        self._live: list[core.NodeInfo] | None = None  # the NodeInfos with a node, in order (None: rebuild)
-        self._all_plain: bool | None = None  # every live node plain (None: look again); set_node changes it
+        # the NodeInfos with a node, as columns the NodeInfos keep current (None: rebuild, the set changed)
+        self._table: NodeTable | None = None
         self._binds: set[asyncio.Task[None]] = set()
         self._bind_slots = asyncio.Semaphore(binders)
         self.pods.on_event(self._on_pod)
@@ -72,30 +73,29 @@ class Scheduler:
             info = self.infos[name] = core.NodeInfo()
         return info
 
-    def live_infos(self) -> list[core.NodeInfo]:
-        """The NodeInfos that have their node, in the infos' order (rebuilt only when that set changes)."""
-        if self._live is None:
-            self._live = [i for i in self.infos.values() if i.node is not None]
-        return self._live
+    def table(self) -> NodeTable:
+        """The NodeInfos that have their node, in the infos' order, attached (rebuilt only when that set
+        changes: in between, each NodeInfo writes its own row)."""
+        if self._table is None:
+            self._table = NodeTable([i for i in self.infos.values() if i.node is not None], attach=True)
+        return self._table
 
-    def all_plain(self) -> bool:
-        """Every live node plain (core.NodeInfo.plain), kept between decisions until a node changes."""
-        if self._all_plain is None:
-            self._all_plain = all(i.plain for i in self.live_infos())
-        return self._all_plain
+    def _drop_table(self) -> None:
+        if self._table is not None:
+            self._table.detach()
+            self._table = None
 
     def _on_node(self, typ: str, node: Obj, old: Obj | None) -> None:
         name = key_of(node)
-        self._all_plain = None
         if typ == "DELETED":
             info = self.infos.get(name)
             if info is not None:
+                self._drop_table()
                 info.set_node(None)
-                self._live = None
         else:
             info = self._info(name)
             if info.node is None:
-                self._live = None
+                self._drop_table()
             info.set_node(node)
         self._retry_unschedulable()
 
@@ -142,9 +142,8 @@ class Scheduler:
         if pod is None or key in self.assumed or not core.wants_scheduling(pod, self.name):
             return None
         self._expire_assumed()
-        result = core.schedule_on(pod, self.live_infos(), self.services.list(), start=self._next_start,
-                                  percentage=self.percentage, with_scores=False, all_live=True,
-                                  all_plain=self.all_plain())
+        result = core.schedule_on(pod, self.table(), self.services.list(), start=self._next_start,
+                                  percentage=self.percentage, with_scores=False)
         self._next_start += result.checked
         if result.node is None:
             self.unschedulable.add(key)
