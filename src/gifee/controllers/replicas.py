@@ -168,19 +168,22 @@ def reconcile(owner: Obj, kind: str, pods: list[Obj], now: dt.datetime, burst: i
     min_ready = int(spec.get("minReadySeconds") or 0)
     tlabels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
     ready = [p for p in active if pod_is_ready(p)]
-    available = [p for p in ready if pod_is_available(p, min_ready, now)]
+    available = 0
+    # one pass (not `p not in available` over a list: that compared pod dicts pairwise, 4 ms for 100 pods)
     for p in ready:
-        if p not in available:
-            since = parse_time((condition(p, "Ready") or {}).get("lastTransitionTime"))
-            if since is not None:
-                t = since + dt.timedelta(seconds=min_ready)
-                out.next_check = t if out.next_check is None else min(out.next_check, t)
+        if pod_is_available(p, min_ready, now):
+            available += 1
+            continue
+        since = parse_time((condition(p, "Ready") or {}).get("lastTransitionTime"))
+        if since is not None:
+            t = since + dt.timedelta(seconds=min_ready)
+            out.next_check = t if out.next_check is None else min(out.next_check, t)
     status = {
         "replicas": len(active),
         "fullyLabeledReplicas": sum(1 for p in active
                                     if all(labels_of(p).get(k) == v for k, v in tlabels.items())),
         "readyReplicas": len(ready),
-        "availableReplicas": len(available),
+        "availableReplicas": available,
         "observedGeneration": int(meta(owner).get("generation") or 0),
     }
     act = _status_action(owner, kind, status)
