@@ -111,7 +111,7 @@ def test_a_watcher_that_falls_behind_is_closed_between_revisions() -> None:
             sub.offer(ev(i + 1, i))
         for i in range(5):  # a revision that starts below the limit is queued whole
             sub.offer(ev(QUEUE_LIMIT, QUEUE_LIMIT + i))
-        assert not sub.closed and sub.queue.qsize() == QUEUE_LIMIT + 4
+        assert not sub.closed and len(sub.events) == QUEUE_LIMIT + 4
         sub.offer(ev(QUEUE_LIMIT + 1, 0))
         assert sub.closed
     asyncio.run(run())

@@ -119,12 +119,18 @@ class ApiServer:
             await cache.start(revision)
             self.caches[res.plural] = cache
         self.storage.cached = self._cached
+        self.storage.written = self._written
         await self.rest.ensure_default_namespaces()
         await self._ensure_kubernetes_service()
 
     def _cached(self, res: resources.Resource, namespace: str, name: str) -> dict[str, Any] | None:
         cache = self.caches.get(res.plural)
         return cache.cached(namespace, name) if cache is not None else None
+
+    def _written(self, res: resources.Resource, key: bytes, revision: int, obj: dict[str, Any]) -> None:
+        cache = self.caches.get(res.plural)
+        if cache is not None:
+            cache.written(key, revision, obj)
 
     async def _ensure_kubernetes_service(self) -> None:
         """The `kubernetes` service (and its endpoints: this server) in `default`; kept if it exists."""
@@ -388,27 +394,22 @@ class ApiServer:
                 return
             next_bookmark = loop.time() + self.config.bookmark_interval
             carry: tuple[str, Any] | None = None  # the first event of a revision the last write left out
+            events = sub.events
             while True:
                 now_t = loop.time()
                 if now_t >= deadline:
                     break
-                wait = deadline - now_t
-                if opts.allow_bookmarks:
-                    wait = min(wait, max(0.0, next_bookmark - now_t))
-                try:
-                    if carry is not None:
-                        (kind, obj), carry = carry, None
-                    elif sub.queue.empty():
-                        # (asyncio.timeout rather than wait_for: no Task wrapped around every wait)
-                        async with asyncio.timeout(wait):
-                            kind, obj = await sub.queue.get()
-                    else:
-                        kind, obj = sub.queue.get_nowait()
-                except TimeoutError:
-                    if opts.allow_bookmarks and loop.time() >= next_bookmark:
+                if carry is not None:
+                    (kind, obj), carry = carry, None
+                elif events:
+                    kind, obj = events.popleft()
+                else:
+                    if opts.allow_bookmarks and now_t >= next_bookmark:
                         await send("BOOKMARK", {"kind": res.kind, "apiVersion": res.api_version,
                                                 "metadata": {"resourceVersion": str(max(sub.seen, cache.latest))}})
                         next_bookmark = loop.time() + self.config.bookmark_interval
+                        continue
+                    await sub.wait(min(deadline, next_bookmark) if opts.allow_bookmarks else deadline)
                     continue
                 if (kind, obj) == CLOSED:
                     break
@@ -419,8 +420,8 @@ class ApiServer:
                 lines = [line(kind, obj)]
                 last = _revision_of(obj)
                 closed = False
-                while not sub.queue.empty():
-                    kind, obj = sub.queue.get_nowait()
+                while events:
+                    kind, obj = events.popleft()
                     if (kind, obj) == CLOSED:
                         closed = True
                         break

@@ -88,6 +88,8 @@ class ListQuery:
 
 # (resource, namespace, name) -> the object as the server's own watch last saw it, or None
 CachedLookup = Callable[[Resource, str, str], "Obj | None"]
+# (resource, key, mod_revision, the object as written): told of every write that succeeded
+WrittenHook = Callable[[Resource, bytes, int, "Obj"], None]
 
 
 class Storage:
@@ -99,6 +101,8 @@ class Storage:
         # an object cache fed by the server's watch (watchcache.py), set by the server: it only ever
         # supplies the first guess of a guarded write; the store transaction still checks the revision
         self.cached: CachedLookup | None = None
+        # told of each object written, so that the server's watch need not decode it again (watchcache.py)
+        self.written: WrittenHook | None = None
 
     async def _call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
         try:
@@ -181,7 +185,10 @@ class Storage:
         ok, revision = await self._call(lambda: self.batcher.txn(key, txn))
         if not ok:
             raise errors.already_exists(res, meta["name"])
-        return as_written(res, obj, revision)
+        written = as_written(res, obj, revision)
+        if self.written is not None:
+            self.written(res, key, revision, written)
+        return written
 
     async def put_if(self, res: Resource, obj: Obj, mod_revision: int) -> Obj | None:
         """Write obj if its key is still at mod_revision; None when someone else wrote first."""
@@ -194,7 +201,12 @@ class Storage:
             success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=value))],
         )
         ok, revision = await self._call(lambda: self.batcher.txn(key, txn))
-        return as_written(res, obj, revision) if ok else None
+        if not ok:
+            return None
+        written = as_written(res, obj, revision)
+        if self.written is not None:
+            self.written(res, key, revision, written)
+        return written
 
     async def delete_if(self, res: Resource, obj: Obj, mod_revision: int) -> Obj | None:
         """Delete the key if still at mod_revision; returns the object as deleted (its last state)."""

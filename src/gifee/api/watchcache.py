@@ -12,6 +12,7 @@ revision older than the window is served by a direct store watch
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -27,12 +28,16 @@ from gifee.store.proto import kv_pb2
 
 log = logging.getLogger("gifee.api.watch")
 QUEUE_LIMIT = 10_000
+OWN_WRITES = 4096  # written objects kept for their watch events; more only if the watch lags that far
 CLOSED: tuple[str, Any] = ("CLOSED", None)
 
 
-def to_events(res: Resource, resp: Any, known: dict[tuple[str, str], Any] | None = None) -> list[Event]:
+def to_events(res: Resource, resp: Any, known: dict[tuple[str, str], Any] | None = None,
+              own: dict[bytes, tuple[int, Any]] | None = None) -> list[Event]:
     """The store's events as API events. `known` (the watch cache's objects) supplies a previous
-    object already decoded when it is the one at prev_kv's revision: the same stored bytes."""
+    object already decoded when it is the one at prev_kv's revision: the same stored bytes. `own`
+    (key -> (mod revision, object) of this server's writes) supplies the written object itself:
+    a key at a mod revision is one stored value."""
     out = []
     for e in resp.events:
         kv = e.kv
@@ -42,7 +47,11 @@ def to_events(res: Resource, resp: Any, known: dict[tuple[str, str], Any] | None
             obj = decode(res, e.prev_kv.value, kv.mod_revision)
             out.append(Event("DELETED", obj, None, kv.mod_revision))
         else:
-            obj = decode(res, kv.value, kv.mod_revision)
+            mine = own.pop(kv.key, None) if own else None
+            if mine is not None and mine[0] == kv.mod_revision:
+                obj = mine[1]
+            else:
+                obj = decode(res, kv.value, kv.mod_revision)
             prev = None
             if e.prev_kv.key:
                 if known is not None:
@@ -58,13 +67,20 @@ def to_events(res: Resource, resp: Any, known: dict[tuple[str, str], Any] | None
 
 
 class Subscription:
+    """One watcher's events, queued for its stream. `wait` sleeps until one is queued or a time
+    comes; the time's timer is kept from wait to wait while the time stays (a stream's deadline or
+    next bookmark), so a wake costs no timer of its own."""
+
     def __init__(self, flt: WatchFilter, start: int) -> None:
         self.filter = flt
         self.start = start
         self.seen = start
-        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.events: collections.deque[tuple[str, Any]] = collections.deque()
         self.closed = False
         self._queued_revision = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     def offer(self, ev: Event) -> None:
         if self.closed or ev.revision <= self.start:
@@ -75,16 +91,45 @@ class Subscription:
             return
         # a watcher that fell behind is closed between revisions, never inside one: objects written
         # in one store Txn share a revision, and a client resumes after the last revision it saw
-        if self.queue.qsize() >= QUEUE_LIMIT and ev.revision != self._queued_revision:
+        if len(self.events) >= QUEUE_LIMIT and ev.revision != self._queued_revision:
             self.close()
             return
         self._queued_revision = ev.revision
-        self.queue.put_nowait(decision)
+        self.events.append(decision)
+        if self._waiter is not None:
+            self._wake()
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.queue.put_nowait(CLOSED)
+            self.events.append(CLOSED)
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _ring(self) -> None:
+        self._timer, self._timer_at = None, 0.0
+        self._wake()
+
+    async def wait(self, until: float) -> None:
+        """Until an event is queued or the loop's clock passes `until`."""
+        if self.events:
+            return
+        loop = asyncio.get_running_loop()
+        if self._timer_at != until:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = loop.call_at(until, self._ring), until
+        self._waiter = loop.create_future()
+        await self._waiter
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, 0.0
 
 
 class ResourceWatchCache:
@@ -97,6 +142,8 @@ class ResourceWatchCache:
         # every object this watch has seen written since the server started, by (namespace, name):
         # the first guess for guarded writes (storage.Storage.cached); never mutated, never a read
         self.objects: dict[tuple[str, str], Any] = {}
+        # this server's writes not yet seen on the watch: key -> (mod revision, the object as written)
+        self.own: dict[bytes, tuple[int, Any]] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -124,7 +171,7 @@ class ResourceWatchCache:
                             next_revision = int(resp.compact_revision)
                         break
                     objects = self.objects
-                    for ev in to_events(self.res, resp, objects):
+                    for ev in to_events(self.res, resp, objects, self.own):
                         meta = ev.obj["metadata"]
                         if ev.type == "DELETED":
                             objects.pop((meta.get("namespace", ""), meta["name"]), None)
@@ -150,7 +197,19 @@ class ResourceWatchCache:
             sub.close()
         self.subscribers.clear()
         self.objects.clear()
+        self.own.clear()
         self.window = EventWindow(self.capacity, revision)
+
+    def written(self, key: bytes, revision: int, obj: Any) -> None:
+        """This server wrote obj at revision: its watch event carries obj itself instead of a decoding
+        of the stored bytes (it is never mutated: the writer handed it over)."""
+        if revision <= self.window.latest:  # its event came first
+            return
+        own = self.own
+        own.pop(key, None)  # re-inserted at the end: the oldest entries go first
+        own[key] = (revision, obj)
+        if len(own) > OWN_WRITES:
+            del own[next(iter(own))]
 
     def cached(self, namespace: str, name: str) -> Any:
         """The object as this watch last saw it (None: not seen, or deleted); may lag the store."""
@@ -173,6 +232,7 @@ class ResourceWatchCache:
 
     def unsubscribe(self, sub: Subscription) -> None:
         self.subscribers.discard(sub)
+        sub.stop()
 
 
 async def direct_events(client: StoreClient, res: Resource, revision: int,
