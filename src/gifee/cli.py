@@ -84,7 +84,8 @@ def store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--listen-client-urls", type=_urls, default=["http://localhost:2379"])
     p.add_argument("--advertise-client-urls", type=_urls, default=None)
     p.add_argument("--listen-client-http-urls", type=_urls, default=[],
-                   help="URLs for the HTTP gateway (/v3/...), /health and /metrics")
+                   help="URLs for the HTTP gateway (/v3/...), /health and /metrics; "
+                        "with them the client URLs serve gRPC only (as etcd 3.5)")
     p.add_argument("--listen-metrics-urls", type=_urls, default=[], help="URLs for /health and /metrics")
     p.add_argument("--listen-peer-urls", type=_urls, default=["http://localhost:2380"])
     p.add_argument("--initial-advertise-peer-urls", type=_urls, default=None)

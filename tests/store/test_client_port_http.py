@@ -425,13 +425,18 @@ def test_health_answers_like_etcd(pair: ServerPair) -> None:
     assert answers[0][0] == 200
 
 
-def test_extra_http_listeners(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["2", "0"])
+def test_extra_http_listeners_make_the_client_port_grpc_only(tmp_path: Path, workers: str) -> None:
+    """As etcd 3.5: with --listen-client-http-urls, HTTP is served there (and /health, /metrics on
+    the metrics URLs), and the client URLs serve gRPC alone."""
     if _overridden():
         pytest.skip(f"{GIFEE_CMD_ENV} is set")
     http_port, metrics_port = free_port(), free_port()
     s = GifeeWith(
         tmp_path / "gifee",
         [
+            "--grpc-workers",
+            workers,
             "--listen-client-http-urls",
             f"http://{LOOPBACK}:{http_port}",
             "--listen-metrics-urls",
@@ -439,15 +444,22 @@ def test_extra_http_listeners(tmp_path: Path) -> None:
         ],
     )
     with s:
-        for port in (s.client_port, http_port, metrics_port):
+        for port in (http_port, metrics_port):
             assert curl(f"http://{LOOPBACK}:{port}/health")[0] == 200
             assert "etcd_server_has_leader" in curl(f"http://{LOOPBACK}:{port}/metrics")[2]
         put = {"key": b64("k"), "value": b64("v")}
         assert curl(f"http://{LOOPBACK}:{http_port}/v3/kv/put", put)[0] == 200
-        status, _, body = curl(f"http://{s.endpoint}/v3/kv/range", {"key": b64("k")})
-        assert status == 200 and json.loads(body)["kvs"][0]["value"] == b64("v")
         # etcd serves only /health and /metrics on its metrics URLs.
         assert curl(f"http://{LOOPBACK}:{metrics_port}/v3/kv/range", {"key": b64("k")})[0] == 404
+        # gRPC on the client port, from several connections (with workers, the kernel spreads them)
+        for _ in range(4):
+            with grpc.insecure_channel(s.endpoint) as channel:
+                kv = rpc_pb2_grpc.KVStub(channel)
+                assert kv.Range(rpc_pb2.RangeRequest(key=b"k"), timeout=STEP).kvs[0].value == b"v"
+        # HTTP on the client port gets no HTTP answer: gRPC's server does not speak HTTP/1.1.
+        with socket.create_connection((LOOPBACK, s.client_port), timeout=STEP) as c:
+            c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b'"health"' not in _read_all(c)
 
 
 # --------------------------------------------------------------------------- gRPC beside HTTP
@@ -666,3 +678,28 @@ def test_https_client_url(tmp_path: Path, certificate: tuple[Path, Path], worker
             assert b'"health"' not in _read_all(c)
         # The plain URL beside it still works.
         assert_serving(s)
+
+
+@pytest.mark.parametrize("workers", ["2", "0"])
+def test_grpc_only_https_client_url(tmp_path: Path, certificate: tuple[Path, Path], workers: str) -> None:
+    """With --listen-client-http-urls, an https client URL is gRPC over TLS, served by gRPC itself."""
+    if _overridden():
+        pytest.skip(f"{GIFEE_CMD_ENV} is set")
+    cert, key = certificate
+    tls_port, http_port = free_port(), free_port()
+    s = GifeeWith(
+        tmp_path / "gifee",
+        ["--grpc-workers", workers, "--cert-file", str(cert), "--key-file", str(key),
+         "--listen-client-http-urls", f"http://{LOOPBACK}:{http_port}"],
+        more_client_urls=[f"https://{LOOPBACK}:{tls_port}"],
+    )  # fmt: skip
+    with s:
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with grpc.secure_channel(f"{LOOPBACK}:{tls_port}", credentials) as channel:
+            kv = rpc_pb2_grpc.KVStub(channel)
+            kv.Put(rpc_pb2.PutRequest(key=b"t", value=b"1"), timeout=STEP)
+        with grpc.insecure_channel(s.endpoint) as channel:
+            kv = rpc_pb2_grpc.KVStub(channel)
+            assert kv.Range(rpc_pb2.RangeRequest(key=b"t"), timeout=STEP).kvs[0].value == b"1"
+        status, _, body = curl(f"http://{LOOPBACK}:{http_port}/v3/kv/range", {"key": b64("t")})
+        assert status == 200 and json.loads(body)["kvs"][0]["value"] == b64("1")

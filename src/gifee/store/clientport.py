@@ -644,6 +644,28 @@ def add_private_ports(
     return plain, secure
 
 
+def add_public_ports(server: grpc.aio.Server, urls: list[str], cert_file: str, key_file: str) -> None:
+    """Make a gRPC server listen on the client URLs themselves: no routing, no relay.
+
+    For a client port that serves only gRPC (etcd 3.5's `--listen-client-http-urls`
+    moves HTTP elsewhere). gRPC binds with SO_REUSEPORT, so sibling workers
+    share each port as they do through `ClientPort`.
+    """
+    credentials = None
+    for url in urls:
+        host, port = host_port(url)
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if url.startswith("https://"):
+            if credentials is None:
+                with open(key_file, "rb") as k, open(cert_file, "rb") as c:
+                    credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
+            bound = server.add_secure_port(address, credentials)
+        else:
+            bound = server.add_insecure_port(address)
+        if bound != port:  # older gRPC releases answer a failed bind with 0
+            raise OSError(f"listen tcp {address}: gRPC could not bind the client URL {url}")
+
+
 # --------------------------------------------------------------------------- HTTP handoff to the core
 
 

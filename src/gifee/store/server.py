@@ -6,7 +6,9 @@ and starts worker processes that own the client URLs, terminate gRPC and
 relay calls over a Unix socket (`ipc.py`, `worker.py`); the HTTP/1.x
 connections they accept on the client URLs come back to this process as
 sockets (`clientport.py`). With 0 it owns the client URLs and serves gRPC
-itself. Either way it stops cleanly on SIGTERM/SIGINT.
+itself. With `listen_client_http_urls` the client URLs serve gRPC alone, as
+etcd 3.5's do, and gRPC listens on them directly. Either way it stops cleanly
+on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ class ServerConfig:
     key_file: str = ""
     grpc_workers: int = 0
 
+    @property
+    def grpc_only_client_urls(self) -> bool:
+        """As etcd 3.5: with HTTP URLs of their own, the client URLs serve gRPC alone. gRPC then
+        listens on them directly, without the routing and relay that sharing the port costs."""
+        return bool(self.listen_client_http_urls)
+
 
 class StoreServer:
     def __init__(self, config: ServerConfig) -> None:
@@ -82,8 +90,9 @@ class StoreServer:
         await self.store.start()
         await self._start_http()
         if cfg.grpc_workers > 0:
-            self._handoff = clientport.HandoffReceiver("\0" + self._name + "-http", self._take_http)
-            self._handoff.start()
+            if not cfg.grpc_only_client_urls:
+                self._handoff = clientport.HandoffReceiver("\0" + self._name + "-http", self._take_http)
+                self._handoff.start()
             await self._start_workers()
         else:
             await self._start_grpc()
@@ -139,6 +148,11 @@ class StoreServer:
         cfg = self.config
         server = grpc.aio.server(options=grpc_options_for(cfg.store.max_request_bytes))
         add_services(server, self.store)
+        if cfg.grpc_only_client_urls:
+            clientport.add_public_ports(server, cfg.listen_client_urls, cfg.cert_file, cfg.key_file)
+            await server.start()
+            self._grpc = server
+            return
         plain, secure = clientport.add_private_ports(
             server, self._name, cfg.listen_client_urls, cfg.cert_file, cfg.key_file
         )
@@ -190,6 +204,8 @@ class StoreServer:
         ]  # fmt: skip
         if cfg.cert_file and cfg.key_file:
             args += ["--cert-file", cfg.cert_file, "--key-file", cfg.key_file]
+        if cfg.grpc_only_client_urls:
+            args.append("--grpc-only")
         return await asyncio.create_subprocess_exec(*args, stderr=asyncio.subprocess.PIPE)
 
     async def _watch_workers(self) -> None:

@@ -5,7 +5,9 @@ method table from the core's HELLO frame, listens on the client URLs (sharing
 the port with its sibling workers through SO_REUSEPORT) and routes each
 connection by its first bytes (`clientport.py`): gRPC connections are relayed
 to its own gRPC server, which listens only on private Unix sockets; HTTP/1.x
-connections are passed, unread, to the core. It relays every gRPC call to the
+connections are passed, unread, to the core. With `--grpc-only` (the store's
+HTTP side has URLs of its own) its gRPC server listens on the client URLs
+itself, with nothing to route or relay. It relays every gRPC call to the
 core as frames (see `ipc.py`). It exits as soon as the core's socket closes,
 so a killed core never leaves workers answering for it.
 """
@@ -202,19 +204,24 @@ def _unix_address(address: str) -> str:
 
 
 async def serve(
-    core_address: str, handoff_address: str, urls: list[str], max_request_bytes: int, cert: str, key: str
+    core_address: str, handoff_address: str, urls: list[str], max_request_bytes: int, cert: str, key: str,
+    grpc_only: bool = False,
 ) -> None:
     _, link = await eventloop.connect_unix(CoreLink, _unix_address(core_address))
     table = await link.table
     server = grpc.aio.server(options=grpc_options_for(max_request_bytes))
     server.add_generic_rpc_handlers(_handlers(link, table))
-    name = f"{core_address.lstrip('@')}-w{os.getpid()}"
-    plain, secure = clientport.add_private_ports(server, name, urls, cert, key)
-    await server.start()
-    handoff = clientport.HandoffSender(_unix_address(handoff_address))
-    await handoff.connect()
-    port = clientport.ClientPort(urls, grpc_plain=plain, grpc_tls=secure, on_http=handoff.send)
-    port.start()
+    if grpc_only:
+        clientport.add_public_ports(server, urls, cert, key)
+        await server.start()
+    else:
+        name = f"{core_address.lstrip('@')}-w{os.getpid()}"
+        plain, secure = clientport.add_private_ports(server, name, urls, cert, key)
+        await server.start()
+        handoff = clientport.HandoffSender(_unix_address(handoff_address))
+        await handoff.connect()
+        port = clientport.ClientPort(urls, grpc_plain=plain, grpc_tls=secure, on_http=handoff.send)
+        port.start()
     link.send(ipc.HELLO, 0)  # tells the core this worker listens
     await link.closed
     # The core is gone: leave at once, without finishing calls on its behalf.
@@ -236,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-request-bytes", type=int, required=True)
     p.add_argument("--cert-file", default="")
     p.add_argument("--key-file", default="")
+    p.add_argument("--grpc-only", action="store_true", help="the client URLs serve gRPC alone (no HTTP)")
     args = p.parse_args(argv)
     _die_with_parent()
     clientport.raise_descriptor_limit()
@@ -249,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.max_request_bytes,
                 args.cert_file,
                 args.key_file,
+                args.grpc_only,
             )
         )
     except Exception as e:
