@@ -228,6 +228,10 @@ spec:
       affinity: {nodeAffinity: {preferredDuringSchedulingIgnoredDuringExecution:
                  [{weight: 100, preference: {matchExpressions: [{key: lonely, operator: In, values: ["yes"]}]}}]}}
 """
+    # (run on its own, the pod could be scheduled before lonely-0 registered: the preference is no filter)
+    wait("lonely-0 ready", lambda: any(x["type"] == "Ready" and x["status"] == "True"
+                                       for x in get(c, "/api/v1/nodes/lonely-0")["status"]["conditions"]),
+         procs=procs)
     c.kubectl(KUBECTL_132, "apply", "-f", "-", input=rs)
     wait("pinned pod on lonely-0", lambda: _running(c, "app=pinned", 1)
          and pods(c, selector="app=pinned")[0]["spec"]["nodeName"] == "lonely-0", procs=procs)
@@ -242,10 +246,13 @@ spec:
          procs=procs)
     del keys
     # evicted: the old pod is Terminating (its kubelet is gone), the replica set made a new one elsewhere
+    # (a replacement bound to another node: not merely none yet, which a wait for "not on lonely-0"
+    # accepted while the replacement was still to be created, and the next listing found it unbound)
     wait("pod rescheduled elsewhere", lambda: _running(c, "app=pinned", 1)
-         and [p["spec"]["nodeName"] for p in pods(c, selector="app=pinned")
-              if not p["metadata"].get("deletionTimestamp")] != ["lonely-0"], timeout=40, procs=procs)
-    old = [p for p in pods(c, selector="app=pinned") if p["spec"]["nodeName"] == "lonely-0"]
+         and (names := [p["spec"].get("nodeName") for p in pods(c, selector="app=pinned")
+                        if not p["metadata"].get("deletionTimestamp")]) != []
+         and all(n and n != "lonely-0" for n in names), timeout=40, procs=procs)
+    old = [p for p in pods(c, selector="app=pinned") if p["spec"].get("nodeName") == "lonely-0"]
     assert all(p["metadata"].get("deletionTimestamp") for p in old)
     assert all(x["status"] == "False" for p in old for x in p["status"]["conditions"] if x["type"] == "Ready")
     # the node is removed for good: pod GC force-deletes what was left on it
