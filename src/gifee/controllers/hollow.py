@@ -6,10 +6,9 @@ seconds (one PUT of the lease it wrote last; the nodes' beats are spread over th
 interval); every `node_check_every` beats, and on the first after a pause, it reads
 its Node and, if the Ready condition is not True (the node lifecycle controller
 marked it Unknown while we were away), refreshes the status. One pod informer
-(pods bound to some node), indexed by node, serves all nodes: an event for a pod bound to one of them
-that needs the kubelet (hollownode.needs_sync) queues that node, whose sync (the core's `pod_actions`
-over that node's pods) starts pods (Running, Ready, an IP) and finishes deletions; `workers` nodes
-sync at once. `pause(name)` stops a node's heartbeats, to test the lifecycle controller.
+(pods bound to some node), indexed by node, serves all nodes: an event for a pod bound to one of them queues
+that node, whose sync (the core's `pod_actions` over that node's pods) starts pods
+(Running, Ready, an IP) and finishes deletions; `workers` nodes sync at once. `pause(name)` stops a node's heartbeats, to test the lifecycle controller.
 """
 
 from __future__ import annotations
@@ -51,9 +50,7 @@ class HollowNodes:
 
     def _on_pod(self, typ: str, pod: Obj, old: Obj | None) -> None:
         node = (pod.get("spec") or {}).get("nodeName")
-        # (a pod the sync would leave alone does not queue its node: every status written came back as
-        # an event through the write-through, and its node was synced again for nothing)
-        if node in self.names and typ != "DELETED" and hollownode.needs_sync(pod):
+        if node in self.names and typ != "DELETED":
             self.queue.add(str(node))
 
     def pause(self, name: str) -> None:
