@@ -42,9 +42,6 @@ class ApiConfig:
     port: int = 8080
     ssl_context: ssl.SSLContext | None = None
     bookmark_interval: float = 60.0
-    # a watch stream writes at most once per linger: events that come faster wait for the next write,
-    # fewer and bigger (fewer sends here, fewer reads and wakes in the clients); at most this much later
-    watch_linger: float = 0.01
     watch_window: int = 1000
     store_batch: int = 64  # writes per store Txn under load (txnbatch.py); 1: one Txn per write
     extra: dict[str, Any] = field(default_factory=dict)
@@ -398,8 +395,6 @@ class ApiServer:
             next_bookmark = loop.time() + self.config.bookmark_interval
             carry: tuple[str, Any] | None = None  # the first event of a revision the last write left out
             events = sub.events
-            linger = self.config.watch_linger
-            last_write = 0.0
             while True:
                 now_t = loop.time()
                 if now_t >= deadline:
@@ -407,9 +402,6 @@ class ApiServer:
                 if carry is not None:
                     (kind, obj), carry = carry, None
                 elif events:
-                    if now_t < last_write + linger:
-                        await asyncio.sleep(last_write + linger - now_t)
-                        continue
                     kind, obj = events.popleft()
                 else:
                     if opts.allow_bookmarks and now_t >= next_bookmark:
@@ -440,7 +432,6 @@ class ApiServer:
                     lines.append(line(kind, obj))
                     last = revision
                 await write(b"".join(lines))
-                last_write = loop.time()
                 if closed:
                     break
         except (ConnectionResetError, asyncio.CancelledError):
