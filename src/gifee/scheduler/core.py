@@ -117,17 +117,19 @@ def wants_scheduling(pod: Obj, scheduler_name: str = DEFAULT_SCHEDULER) -> bool:
 def pod_requests(pod: Obj) -> dict[str, int]:
     """Requests in thousandths: sum over containers, then max with each init container,
     plus the pod overhead."""
-    total: Counter[str] = Counter()
+    # a plain dict, not a Counter: this runs on every pod event the scheduler sees, and building a
+    # Counter was most of its cost for pods without requests
+    total: dict[str, int] = {}
     spec = _spec(pod)
     for c in spec.get("containers") or []:
         for k, v in ((c.get("resources") or {}).get("requests") or {}).items():
-            total[k] += milli(v)
+            total[k] = total.get(k, 0) + milli(v)
     for c in spec.get("initContainers") or []:
         for k, v in ((c.get("resources") or {}).get("requests") or {}).items():
-            total[k] = max(total[k], milli(v))
+            total[k] = max(total.get(k, 0), milli(v))
     for k, v in (spec.get("overhead") or {}).items():
-        total[k] += milli(v)
-    return dict(total)
+        total[k] = total.get(k, 0) + milli(v)
+    return total
 
 
 def allocatable(node: Obj) -> dict[str, int]:
