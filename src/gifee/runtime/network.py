@@ -20,6 +20,10 @@ Rules:
   portmap's DEL only removes the mappings it is told about.
 - Host ports are reserved in state_dir/ports.json under a file lock: a second pod asking
   for a forwarded (host_ip, host_port, protocol) gets a NetworkError, not a silent shadow.
+- portmap, and the sweep of stale NAT rules, run one at a time on the host (PORTMAP_LOCK,
+  an flock): portmap's ADD creates the host-wide top-level chains when they are missing, and
+  two ADDs at once both try, one failing with "CHAIN_USER_ADD failed (File exists)" under
+  iptables' nf_tables backend.
 - Addresses only ever live in namespaces and the bridge that gifee creates; a subnet that
   overlaps an address already on the host is refused.
 """
@@ -58,6 +62,8 @@ DEFAULT_BRIDGE = "gifee0"
 DEFAULT_SUBNET = "10.22.0.0/16"
 POD_IFNAME = "eth0"
 PLUGIN_TIMEOUT = 60.0
+# host-wide, as the iptables chains it guards are (every gifee network's portmap shares them)
+PORTMAP_LOCK = Path("/run/lock" if os.path.isdir("/run/lock") else "/tmp") / "gifee-cni-portmap.lock"
 LOOPBACK_ONLY_ID = "gifee-loopback-only"
 PROTOCOLS = ("tcp", "udp", "sctp")
 # Chains the portmap plugin shares between all CNI networks on the host.
@@ -388,6 +394,16 @@ class _PodRecord:
         return cls(str(d["netns"]), [PortMapping.from_dict(p) for p in d.get("ports", [])], d.get("result"))
 
 
+@contextlib.contextmanager
+def _portmap_lock() -> Iterator[None]:
+    fd = os.open(PORTMAP_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class PodNetwork:
     """Pods of one bridge network. State (allocator, pod records, port reservations) lives
@@ -477,8 +493,9 @@ class PodNetwork:
         env = plugin_env(command, container_id, netns, POD_IFNAME, str(self.plugin_dir),
                          os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"))
         try:
-            proc = subprocess.run([str(exe)], input=json.dumps(conf).encode(), env=env,
-                                  capture_output=True, timeout=PLUGIN_TIMEOUT, check=False)
+            with _portmap_lock() if ptype == "portmap" else contextlib.nullcontext():
+                proc = subprocess.run([str(exe)], input=json.dumps(conf).encode(), env=env,
+                                      capture_output=True, timeout=PLUGIN_TIMEOUT, check=False)
         except subprocess.TimeoutExpired:
             raise NetworkError(f"CNI plugin {ptype} {command} timed out after {PLUGIN_TIMEOUT:.0f}s") from None
         except OSError as e:
@@ -663,9 +680,12 @@ class PodNetwork:
         return proc.stdout
 
     def _sweep_nat(self, pod_id: str | None) -> None:
-        deletes, chains = stale_nat_rules(self._nat_save(), self.name, pod_id)
-        if deletes or chains:
-            self._apply_nat_deletes(deletes, chains)
+        # under portmap's lock: a jump into a shared chain that looks unused here must not be
+        # deleted while a concurrent ADD puts its first mapping behind it
+        with _portmap_lock():
+            deletes, chains = stale_nat_rules(self._nat_save(), self.name, pod_id)
+            if deletes or chains:
+                self._apply_nat_deletes(deletes, chains)
 
     def _release_addresses(self, pod_id: str) -> None:
         adir = self.allocator_dir
