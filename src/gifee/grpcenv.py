@@ -13,8 +13,8 @@ the completion queue reads the socket itself. Measured on the bare grpc.aio
 server (benchmarks/bare_grpc_server.py, uvloop, one kvbench client): median
 put 0.56 -> 0.44 ms and about a quarter less CPU per call; at 64 clients no
 change. A client channel the same way (`event_engine_client`): a
-sequential grpc.aio client's CPU per call 290-320 -> 230 us. A user who sets `GRPC_EXPERIMENTS` keeps what they set for the same
-experiment.
+sequential grpc.aio client's CPU per call 290-320 -> 230 us. A user who sets
+`GRPC_EXPERIMENTS` keeps what they set for the same experiment.
 """
 
 from __future__ import annotations

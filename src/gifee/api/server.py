@@ -1,8 +1,9 @@
 """The API server's HTTP shell: routes requests to discovery, the REST verbs
 (rest.py) and watch streams (watchcache.py), and turns every failure into a
 Kubernetes Status. Served by httpserver.py (httptools); connections that upgrade
-(exec) are handed to aiohttp's server, which runs the same dispatch. No authentication: serve on loopback, or put TLS and a
-trusted network around it (docs/API.md).
+(exec) are handed to aiohttp's server, which runs the same dispatch. No
+authentication: serve on loopback, or put TLS and a trusted network around it
+(docs/API.md).
 """
 
 from __future__ import annotations

@@ -150,18 +150,17 @@ class StoreServer:
         add_services(server, self.store)
         if cfg.grpc_only_client_urls:
             clientport.add_public_ports(server, cfg.listen_client_urls, cfg.cert_file, cfg.key_file)
-            await server.start()
-            self._grpc = server
-            return
-        plain, secure = clientport.add_private_ports(
-            server, self._name, cfg.listen_client_urls, cfg.cert_file, cfg.key_file
-        )
+        else:
+            plain, secure = clientport.add_private_ports(
+                server, self._name, cfg.listen_client_urls, cfg.cert_file, cfg.key_file
+            )
+            self._client_port = clientport.ClientPort(
+                cfg.listen_client_urls, grpc_plain=plain, grpc_tls=secure, on_http=self._take_http
+            )
         await server.start()
         self._grpc = server
-        self._client_port = clientport.ClientPort(
-            cfg.listen_client_urls, grpc_plain=plain, grpc_tls=secure, on_http=self._take_http
-        )
-        self._client_port.start()
+        if self._client_port is not None:
+            self._client_port.start()
 
     async def _start_workers(self) -> None:
         cfg = self.config
