@@ -32,7 +32,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     cm.add_argument("--node-monitor-grace-period", type=_duration, default=40.0)
     cm.add_argument("--default-not-ready-toleration-seconds", type=int, default=300)
     cm.add_argument("--min-resync-period", type=_duration, default=30.0)
-    cm.add_argument("--concurrent-syncs", type=int, default=2)
+    cm.add_argument("--concurrent-syncs", type=int, default=5)
     cm.add_argument("--identity", default="", help="leader election identity (default: host_pid)")
     cm.set_defaults(run=run_controller_manager)
 

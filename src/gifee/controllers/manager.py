@@ -71,7 +71,9 @@ class Options:
     resync: float = 30.0
     node_monitor_grace_period: int = nodelifecycle.GRACE
     default_toleration_seconds: int = nodelifecycle.DEFAULT_TOLERATION_SECONDS
-    workers: int = 2
+    # workers per controller: Kubernetes' --concurrent-{rc,replicaset,deployment,endpoint}-syncs are 5;
+    # with 2, replica controllers creating pods in slow-start batches held creation to ~600 pods/s
+    workers: int = 5
 
 
 class ControllerManager:
