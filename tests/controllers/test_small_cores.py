@@ -211,3 +211,41 @@ def test_hollow_kubelet_makes_pods_ready_again() -> None:
             c["status"] = "False"
     [again] = hollownode.pod_actions("n1", 0, [running], T0)
     assert all(c["status"] == "True" for c in (again.body or {})["status"]["conditions"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(phase=st.sampled_from([None, "Pending", "Running", "Succeeded", "Failed", "Unknown"]),
+       ip=st.booleans(), ready=st.sampled_from([None, "True", "False"]), deleting=st.booleans())
+def test_a_hollow_node_is_synced_only_for_pods_its_sync_acts_on(phase: str | None, ip: bool, ready: str | None,
+                                                                deleting: bool) -> None:
+    """hollownode.needs_sync is exactly "pod_actions would act on this pod", and the shell queues a
+    node only for such pods (a status it just wrote, seen again, queued the node for nothing)."""
+    import asyncio
+
+    from gifee.api.client import ApiClient
+    from gifee.controllers.hollow import HollowNodes
+
+    status: dict[str, Any] = {}
+    if phase is not None:
+        status["phase"] = phase
+    if ip:
+        status["podIP"] = "10.244.0.9"
+    if ready is not None:
+        status["conditions"] = [{"type": "Ready", "status": ready}]
+    meta: dict[str, Any] = {"name": "a", "namespace": "default", "uid": "a"}
+    if deleting:
+        meta["deletionTimestamp"] = timestamp(T0)
+    pod = {"metadata": meta, "spec": {"nodeName": "hollow-node-0", "containers": [{"name": "c", "image": "x"}]},
+           "status": status}
+    acts = bool(hollownode.pod_actions("hollow-node-0", 0, [pod], T0))
+    assert hollownode.needs_sync(pod) == acts
+
+    async def queued() -> int:
+        api = ApiClient("http://127.0.0.1:1")
+        try:
+            nodes = HollowNodes(api, 1)
+            nodes.pods.observe("MODIFIED", pod)
+            return len(nodes.queue)
+        finally:
+            await api.close()
+    assert asyncio.run(queued()) == (1 if acts else 0)

@@ -18,7 +18,9 @@ Rules (what a kubelet does, minus running anything):
   gracePeriodSeconds 0 (the kubelet's final delete), uid as precondition.
 
 Theory of operation: `pod_actions(node_name, index, pods, now)` is the whole
-kubelet sync for one node; the shell calls it on every pod event for its nodes
+kubelet sync for one node; the shell calls it on the events of its nodes' pods
+that `needs_sync` (a pod whose own part of the sync would do something: the
+others, e.g. the write-through of a status just written, leave the node alone)
 and renews the leases on a timer.
 """
 
@@ -128,6 +130,21 @@ def running_status(pod: Obj, ip: str, host_ip: str, now: dt.datetime) -> Obj:
                        for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")],
         "containerStatuses": statuses,
     }
+
+
+def needs_sync(pod: Obj) -> bool:
+    """Whether `pod_actions` would act on this pod (given a free IP): not Running and not terminal,
+    being deleted, or Running but not Ready."""
+    if is_deleting(pod):
+        return True
+    status = pod.get("status") or {}
+    phase = status.get("phase")
+    if phase in ("Succeeded", "Failed"):
+        return False
+    if phase == "Running" and status.get("podIP"):
+        ready = condition(pod, "Ready")
+        return ready is not None and ready.get("status") != "True"
+    return True
 
 
 def pod_actions(node_name: str, index: int, pods: list[Obj], now: dt.datetime) -> list[Action]:
