@@ -68,9 +68,10 @@ def main(argv: list[str]) -> int:
 
 
 def summarize(results: Iterable[dict[str, Any]], phases: dict[str, tuple[float, float]]) -> dict[str, dict[str, Any]]:
-    """{phase: {requests, failed, errors: {kind: n}, failed_at, p50_ms, p99_ms, backends}} for requests that
-    started in each phase's [start, end) window (failed_at: when each failed request started, seconds after the
-    window's start, or the first request's for "between"); requests outside every window go to "between"."""
+    """{phase: {requests, failed, errors: {kind: n}, failed_at, failures, p50_ms, p99_ms, backends}} for
+    requests that started in each phase's [start, end) window (failed_at: when each failed request started,
+    seconds after the window's start, or the first request's for "between"; failures: the first few failed
+    requests' start, duration and error text); requests outside every window go to "between"."""
     out: dict[str, dict[str, Any]] = {}
     results = list(results)
     first = min((r["t"] for r in results), default=0.0)
@@ -92,6 +93,7 @@ def summarize(results: Iterable[dict[str, Any]], phases: dict[str, tuple[float, 
         start = phases[name][0] if name in phases else first
         out[name] = {"requests": len(rs), "failed": sum(1 for r in rs if not r["ok"]), "errors": errors,
                      "failed_at": [round(r["t"] - start, 2) for r in rs if not r["ok"]],
+                     "failures": [f"+{r['t'] - start:.2f}s {r['d']:.2f}s {r['err']}" for r in rs if not r["ok"]][:8],
                      "p50_ms": round(1000 * lat[len(lat) // 2], 1) if lat else None,
                      "p99_ms": round(1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1) if lat else None,
                      "backends": backends}

@@ -167,6 +167,44 @@ def test_a_reused_client_port_is_balanced_anew_after_its_backend_is_gone(lab: La
         api(lab.api_url, "DELETE", "/api/v1/namespaces/default/endpoints/stale")
 
 
+def test_finished_flows_to_a_gone_backend_are_forgotten_and_no_others(lab: Lab) -> None:
+    """A flow in LAST_ACK or CLOSE is not reopened by a new SYN on its ports: the SYN would follow it to the
+    gone pod. The proxy forgets those of a backend once it goes, and leaves TIME_WAIT (the kernel reopens it),
+    established flows (a pod leaving gracefully finishes them) and the flows of backends still in use."""
+    node = node_ns(lab)
+    code, svc = api(lab.api_url, "POST", "/api/v1/namespaces/default/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "finished"},
+        "spec": {"selector": {"app": "finished"}, "ports": [{"name": "http", "port": 80, "targetPort": 8000}]}})
+    assert code == 201, svc
+    cluster_ip, gone, live = svc["spec"]["clusterIP"], "10.31.0.98", PODS["pod-c"]  # no other service uses .98
+    eps = endpoints([gone, live]) | {"metadata": {"name": "finished", "namespace": "default"}}
+    assert api(lab.api_url, "POST", "/api/v1/namespaces/default/endpoints", eps)[0] == 201
+    flows = {41001: (gone, "LAST_ACK"), 41002: (gone, "CLOSE"), 41003: (gone, "TIME_WAIT"),
+             41004: (gone, "ESTABLISHED"), 41005: (live, "LAST_ACK")}
+    for port, (backend, state) in flows.items():  # as the kernel would have them after DNAT and masquerade
+        in_ns(node, "conntrack", "-I", "-p", "tcp", "-s", "10.31.1.2", "-d", cluster_ip, "--sport", str(port),
+              "--dport", "80", "-r", backend, "-q", "10.31.0.1", "--reply-port-src", "8000",
+              "--reply-port-dst", str(port), "--state", state, "--timeout", "120", "-u", "SEEN_REPLY,ASSURED")
+    proxy = lab.start(node, "proxy-finished", sys.executable, "-m", "gifee", "proxy", "--server", lab.api_url,
+                      "--node-name", "node1", "--sync-period", "1s")
+    try:
+        wait_until(lambda: f"{gone}:8000" in in_ns(node, "nft", "list", "table", "ip", "gifee", check=False).stdout, 10)
+        eps = endpoints([live]) | {"metadata": {"name": "finished", "namespace": "default"}}
+        assert api(lab.api_url, "PUT", "/api/v1/namespaces/default/endpoints/finished", eps)[0] == 200
+        try:
+            wait_until(lambda: "2 finished flows to 1 gone backends forgotten" in proxy.log(), 15)
+        except AssertionError:
+            raise AssertionError(proxy.log() + in_ns(node, "conntrack", "-L", "-p", "tcp").stdout) from None
+        left = in_ns(node, "conntrack", "-L", "-p", "tcp", "-d", cluster_ip).stdout
+        ports = {int(w.split("=")[1]) for w in left.split() if w.startswith("sport=")} & set(flows)
+        assert ports == {41003, 41004, 41005}, left
+    finally:
+        proxy.stop()
+        in_ns(node, "conntrack", "-D", "-p", "tcp", "-d", cluster_ip, check=False)
+        api(lab.api_url, "DELETE", "/api/v1/namespaces/default/services/finished")
+        api(lab.api_url, "DELETE", "/api/v1/namespaces/default/endpoints/finished")
+
+
 # the conntrack entries whose replies come from argv[1] (the backend), one per line
 CONNTRACK_DUMP = """
 import sys

@@ -11,19 +11,102 @@ What is deleted, per removed backend: entries whose reply comes from that backen
 whose original destination was another address (translated by the service rules, not
 direct traffic to the pod); all of them for UDP, only the never-answered ones for TCP
 and SCTP, so an established connection to a pod that leaves gracefully keeps going.
+
+Finished TCP flows too (`forget_finished_flows`, swept for a while after the backend
+goes): an entry in LAST_ACK (both sides sent FIN, the last ACK never came: the pod went
+first) or CLOSE (reset) that is not TIME_WAIT is not reopened by a new SYN on the same
+ports: the kernel lets the SYN follow the old translation. A client whose close was
+never acknowledged keeps retransmitting its FIN for a minute, the entry lives 30 s
+after that, and a busy client reuses its ports every few seconds: its next connection
+from that port went to the gone pod and timed out. Nothing is cut by forgetting these:
+both directions have finished. The kernel cannot filter dumps by TCP state and pyroute2
+needs over a millisecond per entry, so the listing is conntrack(8)'s (about 50 ms for
+thousands of entries, as kube-proxy uses it); deletion is pyroute2's, by exact tuple.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import subprocess
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 log = logging.getLogger("gifee.proxy")
 
 IPS_SEEN_REPLY = 1 << 1
 PROTOCOL_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": socket.IPPROTO_SCTP}
+FINISHED_TCP_STATES = ("LAST_ACK", "CLOSE")
+CONNTRACK_TIMEOUT = 10.0
+
+
+class TcpFlow(NamedTuple):
+    """One conntrack entry as conntrack(8) lists it: the original tuple and where replies come from."""
+
+    state: str
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    reply_src: str
+    reply_sport: int
+
+
+def parse_listing(text: str) -> list[TcpFlow]:
+    """conntrack(8)'s `-L -p tcp` lines ("tcp 6 20 LAST_ACK src=.. dst=.. sport=.. dport=.. src=..
+    dst=.. sport=.. dport=.. [ASSURED] mark=0 use=1"): the first src/dst/sport/dport are the
+    original direction, the second the reply. Lines of any other shape are skipped."""
+    flows = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or fields[0] != "tcp":
+            continue
+        orig: dict[str, str] = {}
+        reply: dict[str, str] = {}
+        for f in fields[4:]:
+            key, eq, value = f.partition("=")
+            if eq and key in ("src", "dst", "sport", "dport"):
+                (reply if key in orig else orig)[key] = value
+        try:
+            flows.append(TcpFlow(fields[3], orig["src"], orig["dst"], int(orig["sport"]), int(orig["dport"]),
+                                 reply["src"], int(reply["sport"])))
+        except (KeyError, ValueError):
+            continue
+    return flows
+
+
+def finished_flows_of(flows: Iterable[TcpFlow], backends: Iterable[tuple[str, str, int]]) -> list[TcpFlow]:
+    """The finished flows translated to one of these (protocol, ip, port) backends."""
+    gone = {(ip, port) for protocol, ip, port in backends if protocol == "tcp"}
+    return [f for f in flows if f.state in FINISHED_TCP_STATES and (f.reply_src, f.reply_sport) in gone
+            and f.dst != f.reply_src]
+
+
+def forget_finished_flows(backends: Iterable[tuple[str, str, int]]) -> int:
+    """Delete the finished (LAST_ACK, CLOSE) translated TCP entries of these backends in this network
+    namespace; returns how many were deleted. Raises FileNotFoundError without conntrack(8).
+    Blocking (a subprocess and netlink): run it in a thread."""
+    from pyroute2 import Conntrack
+    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+
+    backends = list(backends)
+    stale: list[TcpFlow] = []
+    for state in FINISHED_TCP_STATES:
+        listing = subprocess.run(["conntrack", "-L", "-p", "tcp", "--state", state], capture_output=True,
+                                 text=True, timeout=CONNTRACK_TIMEOUT)
+        stale += finished_flows_of(parse_listing(listing.stdout), backends)
+    if not stale:
+        return 0
+    deleted = 0
+    with Conntrack() as ct:
+        for f in stale:
+            try:
+                ct.entry("del", tuple_orig=NFCTAttrTuple(saddr=f.src, daddr=f.dst, sport=f.sport, dport=f.dport,
+                                                         proto=socket.IPPROTO_TCP))
+                deleted += 1
+            except Exception as e:  # it may have ended meanwhile (ENOENT)
+                log.debug("conntrack delete %s: %s", f, e)
+    return deleted
 
 
 def forget_flows(backends: Iterable[tuple[str, str, int]]) -> int:

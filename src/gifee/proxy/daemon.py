@@ -21,6 +21,10 @@ from gifee.proxy.mirror import Debouncer, Mirror
 from gifee.signals import stop_on_signals
 
 log = logging.getLogger("gifee.proxy")
+# How long after a TCP backend goes its finished flows are swept, and how often: a client's unanswered
+# FIN keeps such an entry alive about a minute, then conntrack keeps it 30 s (conntrack.py).
+FINISHED_WATCH = 150.0
+FINISHED_SWEEP_PERIOD = 5.0
 
 
 class NftError(Exception):
@@ -69,6 +73,9 @@ class Proxy:
         self.applied_ports: list[rules.ServicePort] = []
         self._stale: set[tuple[str, str, int]] = set()  # backends whose flows are still to forget
         self._forgetting: asyncio.Task[None] | None = None
+        self._finishing: dict[tuple[str, str, int], float] = {}  # gone TCP backend -> when it went
+        self._sweeping: asyncio.Task[None] | None = None
+        self._next_sweep = 0.0
         self.syncs = 0
         self._routes = None
         if config.routes:
@@ -93,7 +100,11 @@ class Proxy:
         ports = rules.service_ports(services, endpoints)
         gone = rules.removed_backends(self.applied_ports, ports)
         self.applied_ports = ports
-        self._stale = (self._stale | gone) - rules.backends_in_use(ports)
+        in_use = rules.backends_in_use(ports)
+        self._stale = (self._stale | gone) - in_use
+        now = asyncio.get_running_loop().time()
+        self._finishing = {b: t for b, t in self._finishing.items() if b not in in_use}
+        self._finishing |= {b: now for b in gone if b[0] == "tcp"}
         if self._stale and (self._forgetting is None or self._forgetting.done()):
             # in the background: the next sync must not wait for conntrack
             self._forgetting = asyncio.create_task(self._forget())
@@ -115,6 +126,30 @@ class Proxy:
             else:
                 log.info("%d backends gone, %d of their unanswered flows forgotten", len(gone), deleted)
 
+    def sweep_finished(self) -> None:
+        """Every FINISHED_SWEEP_PERIOD, in the background, forget the finished flows of the TCP backends
+        that went in the last FINISHED_WATCH seconds and have not come back."""
+        now = asyncio.get_running_loop().time()
+        self._finishing = {b: t for b, t in self._finishing.items() if now - t < FINISHED_WATCH}
+        if not self._finishing or now < self._next_sweep or (self._sweeping and not self._sweeping.done()):
+            return
+        self._next_sweep = now + FINISHED_SWEEP_PERIOD
+        self._sweeping = asyncio.create_task(self._sweep(set(self._finishing)))
+
+    async def _sweep(self, backends: set[tuple[str, str, int]]) -> None:
+        from gifee.proxy.conntrack import forget_finished_flows
+
+        try:
+            deleted = await asyncio.to_thread(forget_finished_flows, backends)
+        except FileNotFoundError:
+            log.warning("conntrack(8) is not installed: finished flows to gone backends are left to expire")
+            self._finishing.clear()
+        except Exception as e:  # the rules are in place; stale flows only cost a client whose port they match
+            log.warning("conntrack: %s", e)
+        else:
+            if deleted:
+                log.info("%d finished flows to %d gone backends forgotten", deleted, len(backends))
+
     async def run(self, stop: asyncio.Event) -> None:
         await self.mirror.start()
         try:
@@ -125,6 +160,7 @@ class Proxy:
                 except NftError as e:
                     log.error("nft: %s", e)
                     self.applied = ""
+                self.sweep_finished()
                 waiter = asyncio.create_task(self.debouncer.wait(self.config.sync_period))
                 stopper = asyncio.create_task(stop.wait())
                 await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -133,9 +169,10 @@ class Proxy:
                     with contextlib.suppress(BaseException):
                         await t
         finally:
-            if self._forgetting is not None:
-                with contextlib.suppress(BaseException):
-                    await self._forgetting
+            for task in (self._forgetting, self._sweeping):
+                if task is not None:
+                    with contextlib.suppress(BaseException):
+                        await task
             await self.mirror.stop()
             if not self.config.keep_rules_on_exit:
                 with contextlib.suppress(NftError):
