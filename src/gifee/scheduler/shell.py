@@ -128,10 +128,17 @@ class Scheduler:
             self._account(key, self.pods.get(key))
 
     def _expire_assumed(self) -> None:
+        # `assumed` is in the order of the assumptions (a pod is assumed again only after it was dropped,
+        # which re-inserts it at the end), so the expired ones lead: stop at the first that is not, rather
+        # than walk every assumed pod (a hundred and more with the bindings in flight) on every decision
         now = time.monotonic()
-        for k, (_, t) in list(self.assumed.items()):
-            if now - t > self.assume_ttl:
-                self._forget(k)
+        expired = []
+        for k, (_, t) in self.assumed.items():
+            if now - t <= self.assume_ttl:
+                break
+            expired.append(k)
+        for k in expired:
+            self._forget(k)
 
     def placed_pods(self) -> list[Obj]:
         """Every pod counted on a node (bound, or assumed while its binding is on the way)."""
