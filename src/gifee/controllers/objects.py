@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -75,6 +76,13 @@ def micro_timestamp(now: dt.datetime) -> str:
 def parse_time(value: Any) -> dt.datetime | None:
     if not isinstance(value, str) or not value:
         return None
+    return _parse_time(value)
+
+
+# cached: the controllers parse the same few timestamps again and again (every pod event checks its
+# node's lease renewTime and Ready heartbeat, nodelifecycle.pod_events_matter); a datetime is immutable
+@functools.lru_cache(maxsize=8192)
+def _parse_time(value: str) -> dt.datetime | None:
     v = value.replace("Z", "+00:00")
     try:
         t = dt.datetime.fromisoformat(v)
