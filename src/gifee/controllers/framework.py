@@ -83,6 +83,10 @@ class Informer:
     def by_index(self, name: str, value: str) -> list[Obj]:
         return list(self._indexes[name].get(value, {}).values())
 
+    def in_index(self, name: str, value: str) -> bool:
+        """Whether any cached object has this index value (no list built: an empty bucket is dropped)."""
+        return value in self._indexes[name]
+
     def _reindex(self, key: str, old: Obj | None, new: Obj | None) -> None:
         for name, fn in self._index_fns.items():
             index = self._indexes[name]

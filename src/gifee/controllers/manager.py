@@ -180,7 +180,7 @@ class ControllerManager:
         return any(not self._uid_cached(str(r.get("uid") or "")) for r in refs)
 
     def _uid_cached(self, uid: str) -> bool:
-        return any(self.inf[plural].by_index("uid", uid) for plural in GC_RESOURCES)
+        return any(self.inf[plural].in_index("uid", uid) for plural in GC_RESOURCES)
 
     def _on_any(self, typ: str, obj: Obj, old: Obj | None) -> None:
         if self._gc_relevant(typ, obj, old):
