@@ -148,10 +148,20 @@ def needs_sync(pod: Obj) -> bool:
 
 
 def pod_actions(node_name: str, index: int, pods: list[Obj], now: dt.datetime) -> list[Action]:
-    mine = [p for p in pods if (p.get("spec") or {}).get("nodeName") == node_name]
-    used = {str((p.get("status") or {}).get("podIP")) for p in mine if (p.get("status") or {}).get("podIP")}
+    # one pass for the IPs in use and the pods to act on; only those are sorted (a node syncs on each of
+    # its pods' events, and sorting all of its pods every time made a node's syncs quadratic in its pods)
+    used: set[str] = set()
+    todo: list[Obj] = []
+    for p in pods:
+        if (p.get("spec") or {}).get("nodeName") != node_name:
+            continue
+        ip = (p.get("status") or {}).get("podIP")
+        if ip:
+            used.add(str(ip))
+        if needs_sync(p):
+            todo.append(p)
     actions: list[Action] = []
-    for pod in sorted(mine, key=lambda p: (namespace_of(p), name_of(p))):
+    for pod in sorted(todo, key=lambda p: (namespace_of(p), name_of(p))):
         status = pod.get("status") or {}
         if is_deleting(pod):
             actions.append(Action("delete", "pods", namespace_of(pod), name_of(pod), None,
