@@ -88,18 +88,28 @@ class Informer:
         return value in self._indexes[name]
 
     def _reindex(self, key: str, old: Obj | None, new: Obj | None) -> None:
+        # most events keep an object's index values (a pod's status, its binding for all but the node
+        # index): the object is replaced in its buckets, without removing it first or building an
+        # empty bucket for setdefault on every call (the pod informer has four indexes)
         for name, fn in self._index_fns.items():
             index = self._indexes[name]
+            values = fn(new) if new is not None else []
             if old is not None:
                 for value in fn(old):
+                    if value in values:
+                        continue
                     bucket = index.get(value)
                     if bucket is not None:
                         bucket.pop(key, None)
                         if not bucket:
                             del index[value]
             if new is not None:
-                for value in fn(new):
-                    index.setdefault(value, {})[key] = new
+                for value in values:
+                    bucket = index.get(value)
+                    if bucket is None:
+                        index[value] = {key: new}
+                    else:
+                        bucket[key] = new
 
     def on_event(self, handler: Handler) -> None:
         self.handlers.append(handler)
