@@ -56,6 +56,10 @@ TRANSFER = b"transfer"
 NONE = 0
 # Sent to the leader without a term, and stepped there as if local: they are requests, not Raft traffic.
 FORWARDED = frozenset({MT.PROPOSE, MT.READ_INDEX, MT.TRANSFER_LEADER})
+# What a leader owes a member when the next Ready is taken (`_appends_due`): one APPEND, empty if need be
+# (new entries or a new commit index), and/or as many non-empty ones as its in-flight window takes.
+_DUE_ONE = 1
+_DUE_FILL = 2
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,11 @@ class Raft:
         self.randomized_election_ticks = config.election_ticks
         self.votes: dict[int, bool] = {}
         self.msgs: list[Message] = []
+        # Appends a leader owes its members, sent when the Ready is taken rather than at every proposal
+        # and every acknowledgement: under load one step batch holds many of each, and sending at each
+        # made a member's APPENDs as many as them (about one per entry), each to encode, decode, step
+        # and answer, where one APPEND per member per Ready carries the same entries and commit index.
+        self._appends_due: dict[int, int] = {}
         self.read_states: list[ReadState] = []
         self.reads: list[_ReadRequest] = []
         self.pending_reads: list[Message] = []  # held until the leader commits in its term
@@ -204,6 +213,7 @@ class Raft:
     def has_ready(self) -> bool:
         return bool(
             self.msgs
+            or self._appends_due
             or self.read_states
             or self.log.unstable()
             or self.log.unstable_snapshot is not None
@@ -213,6 +223,8 @@ class Raft:
         )
 
     def ready(self) -> Ready:
+        if self._appends_due:
+            self._send_due_appends()
         rd = Ready()
         soft = self.soft_state()
         if soft != self._prev_soft:
@@ -248,7 +260,7 @@ class Raft:
             if self.role == Role.LEADER and self.id in self.progress:
                 # Our own log counts toward a quorum only once it is on our disk.
                 if self.progress[self.id].maybe_update(self.log.stable) and self._maybe_commit():
-                    self._broadcast_append()
+                    self._defer_broadcast_append()
         for e in rd.committed:
             if e.index <= self.log.applied:
                 continue  # a snapshot overtook it
@@ -341,6 +353,7 @@ class Raft:
         self.lead_transferee = NONE
         self.reads = []
         self.pending_reads = []
+        self._appends_due = {}
         self._reset_progress()
 
     def _reset_progress(self) -> None:
@@ -513,12 +526,11 @@ class Raft:
                     pr.become_probe()
                     pr.become_replicate()
                 if self._maybe_commit():
-                    self._broadcast_append()
+                    self._defer_broadcast_append()
                 elif old_paused:
-                    self._send_append(m.from_)
+                    self._appends_due[m.from_] = self._appends_due.get(m.from_, 0) | _DUE_ONE
                 # Acknowledgements free in-flight slots: fill them (size-limited messages).
-                while self._send_append(m.from_, allow_empty=False):
-                    pass
+                self._appends_due[m.from_] = self._appends_due.get(m.from_, 0) | _DUE_FILL
                 if m.from_ == self.lead_transferee and pr.match == self.log.last_index():
                     self._send(Message(MT.TIMEOUT_NOW, to=m.from_))
             return
@@ -562,7 +574,7 @@ class Raft:
         for e in entries:
             if e.type == EntryType.CONF_CHANGE:
                 self.pending_conf_index = e.index
-        self._broadcast_append()
+        self._defer_broadcast_append()
 
     def _check_conf_change(self, cc: ConfChange) -> None:
         members = self.conf.voters | self.conf.learners
@@ -592,6 +604,26 @@ class Raft:
         for node in self.progress:
             if node != self.id:
                 self._send_append(node)
+
+    def _defer_broadcast_append(self) -> None:
+        """`_broadcast_append` when the Ready is taken (see `_appends_due`)."""
+        due = self._appends_due
+        for node in self.progress:
+            if node != self.id:
+                due[node] = due.get(node, 0) | _DUE_ONE
+
+    def _send_due_appends(self) -> None:
+        due, self._appends_due = self._appends_due, {}
+        if self.role != Role.LEADER:
+            return
+        for to, what in due.items():
+            if to not in self.progress:
+                continue  # removed meanwhile
+            if what & _DUE_ONE:
+                self._send_append(to)
+            if what & _DUE_FILL:
+                while self._send_append(to, allow_empty=False):
+                    pass
 
     def _send_append(self, to: int, allow_empty: bool = True) -> bool:
         pr = self.progress[to]
