@@ -1,7 +1,8 @@
 """A load generator that counts every failure: N threads, each a loop of one HTTP/1.0
 request per new TCP connection (so every request is balanced anew by the service
 rules), for a given time or until a stop file appears. One JSON line per request:
-{"t": start (unix seconds), "d": duration, "ok": bool, "body": first line, "err": ...}.
+{"t": start (unix seconds), "d": duration, "ok": bool, "body": first line, "err": ...
+(with the client's source port)}.
 
     python3 loadgen.py HOST PORT PATH SECONDS THREADS OUT [STOPFILE]
 
@@ -24,9 +25,14 @@ TIMEOUT = 10.0  # as a patient client: a SYN to a dead pod is retried by TCP and
 
 def one(host: str, port: int, path: str) -> dict[str, Any]:
     t0 = time.time()
+    local = ""
     try:
-        with socket.create_connection((host, port), timeout=TIMEOUT) as s:
+        with socket.socket() as s:
             s.settimeout(TIMEOUT)
+            try:
+                s.connect((host, port))
+            finally:
+                local = str(s.getsockname()[1])  # the source port, bound even when connect fails
             s.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
             data = b""
             while True:
@@ -40,7 +46,8 @@ def one(host: str, port: int, path: str) -> dict[str, Any]:
         return {"t": t0, "d": time.time() - t0, "ok": ok, "body": body.decode(errors="replace").strip(),
                 "err": "" if ok else f"status {head[:40]!r}"}
     except OSError as e:
-        return {"t": t0, "d": time.time() - t0, "ok": False, "body": "", "err": f"{type(e).__name__}: {e}"}
+        return {"t": t0, "d": time.time() - t0, "ok": False, "body": "",
+                "err": f"{type(e).__name__}: {e} (from port {local})"}
 
 
 def main(argv: list[str]) -> int:
