@@ -13,13 +13,14 @@ direct traffic to the pod); all of them for UDP, only the never-answered ones fo
 and SCTP, so an established connection to a pod that leaves gracefully keeps going.
 
 Finished TCP flows too (`forget_finished_flows`, swept for a while after the backend
-goes): an entry in LAST_ACK (both sides sent FIN, the last ACK never came: the pod went
-first) or CLOSE (reset) that is not TIME_WAIT is not reopened by a new SYN on the same
-ports: the kernel lets the SYN follow the old translation. A client whose close was
-never acknowledged keeps retransmitting its FIN for a minute, the entry lives 30 s
-after that, and a busy client reuses its ports every few seconds: its next connection
-from that port went to the gone pod and timed out. Nothing is cut by forgetting these:
-both directions have finished. The kernel cannot filter dumps by TCP state and pyroute2
+goes): a new SYN on the ports of an entry in LAST_ACK (both sides sent FIN, the last ACK
+never came: the pod went first) or CLOSE (reset by the pod) is not taken as a new
+connection, as one on a TIME_WAIT entry is; conntrack "ignores" it, so the SYN passes
+untracked and untranslated, to the cluster IP itself, which nothing answers ("No route
+to host" after the ARP timeout, or a timeout). A client whose close was never
+acknowledged keeps retransmitting its FIN for a minute, the entry lives 30 s after that,
+and a busy client reuses its ports every few seconds (the e2e load test's, about every
+10 s). Nothing is cut by forgetting these: both directions have finished. The kernel cannot filter dumps by TCP state and pyroute2
 needs over a millisecond per entry, so the listing is conntrack(8)'s (about 50 ms for
 thousands of entries, as kube-proxy uses it); deletion is pyroute2's, by exact tuple.
 """
