@@ -555,13 +555,6 @@ def _rejections() -> list[tuple[str, list[tuple[bytes, bytes]], bytes]]:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=h2.exceptions.StreamClosedError,
-    reason="grpcwire bug: a call refused inside receive() (415, grpc-encoding, too large, compressed) whose "
-    "client's RST_STREAM came in the same read: finish()/send_headers hit the stream h2 has already closed "
-    "and h2's StreamClosedError escapes receive()",
-)
 @pytest.mark.parametrize(("name", "headers", "body"), _rejections(), ids=[r[0] for r in _rejections()])
 def test_refusal_and_client_reset_in_one_read(
     name: str, headers: list[tuple[bytes, bytes]], body: bytes
@@ -577,12 +570,6 @@ def test_refusal_and_client_reset_in_one_read(
     assert wire.start(3, b"next") == [CallStarted(3, PUT, None), MessageReceived(3, b"next"), RequestEnded(3)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=h2.exceptions.StreamClosedError,
-    reason="grpcwire bug: END_STREAM inside a message and the client's RST_STREAM in the same read: "
-    "finish(INTERNAL) hits the stream h2 has already closed and StreamClosedError escapes receive()",
-)
 def test_request_ending_inside_a_message_and_reset_in_one_read() -> None:
     """A request cut inside a message and then reset, all in one read: no exception, the connection goes on."""
     wire = Wire()

@@ -472,8 +472,10 @@ def raise_descriptor_limit() -> None:
 class ClientPort:
     """Accepts connections on the client URLs and routes each by its first bytes.
 
-    `grpc_plain` / `grpc_tls`: the private Unix socket addresses ("\\0name" for an
-    abstract socket) of the gRPC server for http:// and https:// URLs.
+    `on_grpc(sock, tls)` takes over a gRPC connection's socket, nothing read from it yet;
+    or, without it, `grpc_plain` / `grpc_tls` are the private Unix socket addresses
+    ("\\0name" for an abstract socket) of a gRPC server (grpc.aio's) to relay to, for
+    http:// and https:// URLs.
     `on_http(sock, tls)` takes over an HTTP connection's socket, nothing read from it yet.
     """
 
@@ -481,13 +483,15 @@ class ClientPort:
         self,
         urls: list[str],
         *,
-        grpc_plain: str | None,
-        grpc_tls: str | None,
+        grpc_plain: str | None = None,
+        grpc_tls: str | None = None,
+        on_grpc: Callable[[socket.socket, bool], None] | None = None,
         on_http: Callable[[socket.socket, bool], None],
         sniff_timeout: float = SNIFF_TIMEOUT,
     ) -> None:
         self._urls = urls
         self._grpc = {False: grpc_plain, True: grpc_tls}
+        self._on_grpc = on_grpc
         self._on_http = on_http
         self._sniff_timeout = sniff_timeout
         self._listeners: list[tuple[socket.socket, bool]] = []
@@ -502,7 +506,7 @@ class ClientPort:
         try:
             for url in self._urls:
                 tls = url.startswith("https://")
-                if self._grpc[tls] is None:
+                if self._grpc[tls] is None and self._on_grpc is None:
                     raise ValueError(f"{url}: no gRPC server for {'https' if tls else 'http'} URLs")
                 for s in listen_sockets(url):
                     self._listeners.append((s, tls))
@@ -536,6 +540,8 @@ class ClientPort:
     def _route(self, sock: socket.socket, tls: bool, kind: Kind) -> None:
         if self._closed:
             sock.close()
+        elif kind == GRPC and self._on_grpc is not None:
+            self._hand_over(self._on_grpc, sock, tls)
         elif kind == GRPC:
             address = self._grpc[tls]
             assert address is not None
@@ -543,11 +549,15 @@ class ClientPort:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
-            try:
-                self._on_http(sock, tls)
-            except Exception:
-                log.exception("HTTP connection could not be handed over")
-                sock.close()
+            self._hand_over(self._on_http, sock, tls)
+
+    @staticmethod
+    def _hand_over(take: Callable[[socket.socket, bool], None], sock: socket.socket, tls: bool) -> None:
+        try:
+            take(sock, tls)
+        except Exception:
+            log.exception("a client connection could not be handed over")
+            sock.close()
 
     def close(self) -> None:
         """Stop accepting; drop connections not yet routed and every relayed one."""

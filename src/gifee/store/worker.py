@@ -1,15 +1,16 @@
-"""A gRPC worker process of `gifee store`: terminates gRPC, forwards bytes to the core.
+"""A gRPC worker process of `gifee store`: serves gRPC's wire protocol, forwards each call to the core.
 
 Started by the core with the addresses of its Unix sockets. It learns the
 method table from the core's HELLO frame, listens on the client URLs (sharing
 the port with its sibling workers through SO_REUSEPORT) and routes each
-connection by its first bytes (`clientport.py`): gRPC connections are relayed
-to its own gRPC server, which listens only on private Unix sockets; HTTP/1.x
-connections are passed, unread, to the core. With `--grpc-only` (the store's
-HTTP side has URLs of its own) its gRPC server listens on the client URLs
-itself, with nothing to route or relay. It relays every gRPC call to the
-core as frames (see `ipc.py`). It exits as soon as the core's socket closes,
-so a killed core never leaves workers answering for it.
+connection by its first bytes (`clientport.py`): a gRPC connection is served
+here, on the event loop (`GrpcConnection`: HTTP/2 and gRPC's framing by
+`grpcwire.py`); an HTTP/1.x connection is passed, unread, to the core. With
+`--grpc-only` (the store's HTTP side has URLs of its own) it listens on the
+client URLs with nothing to route. Each call's request bytes go to the core
+as frames (see `ipc.py`) undecoded, and the core's answer bytes go back to the
+client as they are. It exits as soon as the core's socket closes, so a killed
+core never leaves workers answering for it.
 """
 
 from __future__ import annotations
@@ -21,28 +22,30 @@ import ctypes
 import json
 import os
 import signal
+import socket
+import ssl
 import sys
-from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
-
-import grpc
+from collections.abc import Callable
+from typing import cast
 
 from gifee import eventloop
-from gifee.store import clientport, ipc
-from gifee.store.handlers import SERVER_STREAM, UNARY
-from gifee.store.listen import grpc_options_for
+from gifee.store import clientport, grpcwire, ipc
+from gifee.store.handlers import BIDI, UNARY
+from gifee.store.listen import TRANSPORT_MAX_MESSAGE
 
 
 class CoreLink(asyncio.BufferedProtocol):
-    """The worker's connection to the core: numbered calls, replies routed back by number."""
+    """The worker's connection to the core: numbered calls, each call's frames routed to its callback."""
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._reader = ipc.FrameReader()
         self._next_id = 1
-        self._waiting: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
-        self._streams: dict[int, asyncio.Queue[tuple[int, bytes]]] = {}
+        self._calls: dict[int, Callable[[int, bytes], None]] = {}
         self._writer: ipc.FrameWriter | None = None
+        # Connections with answers to write: written once per batch of frames from the core, so
+        # the replies that one read brings for one client connection leave in one write.
+        self.dirty: set[GrpcConnection] = set()
         self.table: asyncio.Future[list[list[str]]] = self._loop.create_future()
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
@@ -57,19 +60,19 @@ class CoreLink(asyncio.BufferedProtocol):
         return self._reader.get_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
+        calls = self._calls
         for kind, call_id, payload in self._reader.feed_read(nbytes):
             if kind == ipc.HELLO:
                 if not self.table.done():
                     self.table.set_result(json.loads(payload))
                 continue
-            fut = self._waiting.pop(call_id, None)
-            if fut is not None:
-                if not fut.done():
-                    fut.set_result((kind, payload))
-                continue
-            queue = self._streams.get(call_id)
-            if queue is not None:
-                queue.put_nowait((kind, payload))
+            on_frame = calls.get(call_id)
+            if on_frame is not None:
+                on_frame(kind, payload)
+        if self.dirty:
+            for conn in self.dirty:
+                conn.flush()
+            self.dirty.clear()
 
     def _new_id(self) -> int:
         call_id = self._next_id
@@ -80,122 +83,221 @@ class CoreLink(asyncio.BufferedProtocol):
         assert self._writer is not None
         self._writer.send(kind, call_id, payload)
 
-    async def unary(self, index: int, request: bytes) -> tuple[int, bytes]:
+    def call(self, index: int, request: bytes, on_frame: Callable[[int, bytes], None]) -> int:
+        """Start a call with its one request (unary or server-streaming); its frames go to on_frame."""
         call_id = self._new_id()
-        fut: asyncio.Future[tuple[int, bytes]] = self._loop.create_future()
-        self._waiting[call_id] = fut
+        self._calls[call_id] = on_frame
         self.send(ipc.CALL, call_id, ipc.METHOD_INDEX.pack(index) + request)
-        try:
-            return await fut
-        finally:
-            self._waiting.pop(call_id, None)
-            # Cancelling the waiting handler cancels fut too: "no reply arrived" is what counts.
-            if fut.cancelled() or not fut.done():
-                # The client went away (cancel, deadline): stop the call in the core too,
-                # so that a waiting Lock or Campaign withdraws its key as etcd's would.
-                self.send(ipc.CANCEL, call_id)
+        return call_id
 
-    def open_stream(self, index: int, request: bytes | None) -> tuple[int, asyncio.Queue[tuple[int, bytes]]]:
+    def open(self, index: int, on_frame: Callable[[int, bytes], None]) -> int:
+        """Start a bidirectional call; its requests follow as SEND frames."""
         call_id = self._new_id()
-        queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
-        self._streams[call_id] = queue
-        if request is None:
-            self.send(ipc.OPEN, call_id, ipc.METHOD_INDEX.pack(index))
-        else:
-            self.send(ipc.CALL, call_id, ipc.METHOD_INDEX.pack(index) + request)
-        return call_id, queue
+        self._calls[call_id] = on_frame
+        self.send(ipc.OPEN, call_id, ipc.METHOD_INDEX.pack(index))
+        return call_id
 
-    def close_stream(self, call_id: int, cancel: bool) -> None:
-        if self._streams.pop(call_id, None) is not None and cancel:
+    def forget(self, call_id: int, cancel: bool) -> None:
+        """No more frames for this call; with cancel, stop it in the core too.
+
+        A client that went away (reset, deadline) must stop the call in the core, so that
+        a waiting Lock or Campaign withdraws its key as etcd's would.
+        """
+        if self._calls.pop(call_id, None) is not None and cancel:
             self.send(ipc.CANCEL, call_id)
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], payload: bytes) -> None:
-    code, message = ipc.decode_error(payload)
-    await context.abort(code, message)
+class _Call:
+    """One gRPC call on a client connection and the core call that answers it."""
+
+    __slots__ = ("kind", "index", "call_id", "request", "owed", "waiting", "timer")
+
+    def __init__(self, kind: str, index: int) -> None:
+        self.kind = kind
+        self.index = index
+        self.call_id = 0  # the core's number once started
+        self.request: bytes | None = None  # unary and server-streaming calls: their one request
+        self.owed = 0  # stream messages handed to HTTP/2 and not yet credited to the core
+        self.waiting = 0  # stream messages waiting (whole or in part) for the client's window
+        self.timer: asyncio.TimerHandle | None = None
 
 
-def _handlers(link: CoreLink, table: list[list[str]]) -> list[grpc.GenericRpcHandler]:
-    services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+class GrpcConnection(asyncio.Protocol):
+    """A client's gRPC connection, served here: HTTP/2 by `grpcwire`, each call answered by the core."""
 
-    def unary(index: int) -> Callable[..., Any]:
-        async def handle(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-            kind, payload = await link.unary(index, request)
-            if kind != ipc.REPLY:
-                await _abort(context, payload)
-            return payload
+    def __init__(self, link: CoreLink, methods: dict[str, tuple[str, int]], max_receive: int) -> None:
+        self._link = link
+        self._methods = methods
+        self._wire = grpcwire.ServerConnection(max_receive)
+        self._calls: dict[int, _Call] = {}
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
 
-        return handle
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.flush()
 
-    async def relay(
-        call_id: int, queue: asyncio.Queue[tuple[int, bytes]], context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[bytes]:
-        finished = False
-        handed = 0
-        try:
-            while True:
-                kind, payload = await queue.get()
-                if kind == ipc.REPLY:
-                    yield payload
-                    # gRPC has taken the message: let the core send more. In batches of half the
-                    # window, not per message: a watch event to many watchers would otherwise cost a
-                    # frame (a write here, a wakeup in the core) per watcher. The core still never
-                    # waits while half a window is unsent here, so it cannot stall a stream.
-                    handed += 1
-                    if handed >= ipc.CREDIT_BATCH:
-                        link.send(ipc.CREDIT, call_id, ipc.CREDIT_COUNT.pack(handed))
-                        handed = 0
-                elif kind == ipc.END:
-                    finished = True
-                    return
-                else:
-                    finished = True
-                    await _abort(context, payload)
-        finally:
-            link.close_stream(call_id, cancel=not finished)
+    def data_received(self, data: bytes) -> None:
+        for ev in self._wire.receive(data):
+            kind = type(ev)
+            if kind is grpcwire.MessageReceived:
+                self._message(ev.stream_id, ev.data)  # type: ignore[union-attr]
+            elif kind is grpcwire.RequestEnded:
+                self._request_ended(ev.stream_id)  # type: ignore[union-attr]
+            elif kind is grpcwire.CallStarted:
+                self._started(ev)  # type: ignore[arg-type]
+            elif kind is grpcwire.StreamWritable:
+                self._writable(ev.stream_id)  # type: ignore[union-attr]
+            elif kind is grpcwire.CallAborted:
+                self._aborted(ev.stream_id)  # type: ignore[union-attr]
+            elif kind is grpcwire.ConnectionEnded:
+                self.flush()
+                if self._transport is not None:
+                    self._transport.close()
+        self.flush()
 
-    def server_stream(index: int) -> Callable[..., Any]:
-        async def handle(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
-            call_id, queue = link.open_stream(index, request)
-            async for payload in relay(call_id, queue, context):
-                yield payload
+    def connection_lost(self, exc: Exception | None) -> None:
+        for sid in list(self._calls):
+            self._aborted(sid)
+        self._transport = None
 
-        return handle
+    def flush(self) -> None:
+        data = self._wire.data_to_send()
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
 
-    def bidi(index: int) -> Callable[..., Any]:
-        async def handle(
-            requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[bytes]:
-            call_id, queue = link.open_stream(index, None)
+    # ------------------------------------------------------------------ calls
 
-            async def pump() -> None:
-                try:
-                    async for request in requests:
-                        link.send(ipc.SEND, call_id, request)
-                    link.send(ipc.HALF_CLOSE, call_id)
-                except (asyncio.CancelledError, Exception):
-                    link.send(ipc.HALF_CLOSE, call_id)
+    def _started(self, ev: grpcwire.CallStarted) -> None:
+        sid = ev.stream_id
+        method = self._methods.get(ev.path)
+        if method is None:
+            services = {p.lstrip("/").rpartition("/")[0] for p in self._methods}
+            self._wire.finish(sid, grpcwire.Status.UNIMPLEMENTED, _unknown(ev.path, services))
+            return
+        kind, index = method
+        call = _Call(kind, index)
+        self._calls[sid] = call
+        if kind == BIDI:
+            call.call_id = self._link.open(index, self._on_frame(sid, call))
+        if ev.timeout is not None:
+            call.timer = self._loop.call_later(ev.timeout, self._expired, sid)
 
-            pumper = asyncio.get_running_loop().create_task(pump())
-            try:
-                async for payload in relay(call_id, queue, context):
-                    yield payload
-            finally:
-                pumper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pumper
-
-        return handle
-
-    for index, (service, name, kind) in enumerate(table):
-        if kind == UNARY:
-            handler = grpc.unary_unary_rpc_method_handler(unary(index))
-        elif kind == SERVER_STREAM:
-            handler = grpc.unary_stream_rpc_method_handler(server_stream(index))
+    def _message(self, sid: int, data: bytes) -> None:
+        call = self._calls.get(sid)
+        if call is None:
+            return
+        if call.kind == BIDI:
+            self._link.send(ipc.SEND, call.call_id, data)
+        elif call.request is None:
+            call.request = data
         else:
-            handler = grpc.stream_stream_rpc_method_handler(bidi(index))
-        services.setdefault(service, {})[name] = handler
-    return [grpc.method_handlers_generic_handler(s, m) for s, m in services.items()]
+            self._fail(sid, grpcwire.Status.INTERNAL, "grpc: too many messages for a call that takes one")
+
+    def _request_ended(self, sid: int) -> None:
+        call = self._calls.get(sid)
+        if call is None:
+            return
+        if call.kind == BIDI:
+            self._link.send(ipc.HALF_CLOSE, call.call_id)
+        elif call.request is None:
+            self._fail(sid, grpcwire.Status.INTERNAL, "grpc: the request ended without a message")
+        elif call.call_id == 0:
+            call.call_id = self._link.call(call.index, call.request, self._on_frame(sid, call))
+            call.request = None
+
+    def _on_frame(self, sid: int, call: _Call) -> Callable[[int, bytes], None]:
+        wire = self._wire
+        link = self._link
+
+        def on_frame(kind: int, payload: bytes) -> None:
+            if kind == ipc.REPLY:
+                if call.kind == UNARY:
+                    wire.send_message(sid, payload)
+                    self._end(sid, call)
+                    wire.finish(sid)
+                elif wire.send_message(sid, payload):
+                    call.owed += 1
+                    if call.owed >= ipc.CREDIT_BATCH:
+                        link.send(ipc.CREDIT, call.call_id, ipc.CREDIT_COUNT.pack(call.owed))
+                        call.owed = 0
+                else:
+                    call.waiting += 1
+            elif kind == ipc.END:
+                self._end(sid, call)
+                wire.finish(sid)
+            elif kind == ipc.ERROR:
+                self._end(sid, call)
+                wire.finish(sid, payload[0], payload[1:].decode(errors="replace"))
+            else:
+                return
+            link.dirty.add(self)
+
+        return on_frame
+
+    def _writable(self, sid: int) -> None:
+        call = self._calls.get(sid)
+        if call is not None and call.waiting:
+            # The messages that waited for the client's window have gone: the core may send more.
+            self._link.send(ipc.CREDIT, call.call_id, ipc.CREDIT_COUNT.pack(call.owed + call.waiting))
+            call.owed = call.waiting = 0
+
+    def _end(self, sid: int, call: _Call) -> None:
+        """The core has answered in full: forget the call here (the stream may still be draining)."""
+        self._calls.pop(sid, None)
+        self._link.forget(call.call_id, cancel=False)
+        if call.timer is not None:
+            call.timer.cancel()
+
+    def _aborted(self, sid: int) -> None:
+        call = self._calls.pop(sid, None)
+        if call is None:
+            return
+        if call.timer is not None:
+            call.timer.cancel()
+        if call.call_id:
+            self._link.forget(call.call_id, cancel=True)
+
+    def _fail(self, sid: int, code: int, message: str) -> None:
+        self._aborted(sid)
+        self._wire.finish(sid, code, message)
+
+    def _expired(self, sid: int) -> None:
+        if sid in self._calls:
+            self._fail(sid, grpcwire.Status.DEADLINE_EXCEEDED, "context deadline exceeded")
+            self.flush()
+
+
+def _unknown(path: str, services: set[str]) -> str:
+    # grpc-go's texts, which etcd's clients see from etcd.
+    service, _, name = path.lstrip("/").rpartition("/")
+    if not service:
+        return f"malformed method name: {path!r}"
+    if service not in services:
+        return f"unknown service {service}"
+    return f"unknown method {name} for service {service}"
+
+
+def _close_if_failed(task: asyncio.Task[object], sock: socket.socket) -> None:
+    # A TLS handshake that failed or timed out: asyncio has logged it; the socket is ours to close.
+    if not task.cancelled() and task.exception() is not None:
+        sock.close()
+
+
+def _method_paths(table: list[list[str]]) -> dict[str, tuple[str, int]]:
+    return {f"/{service}/{name}": (kind, index) for index, (service, name, kind) in enumerate(table)}
+
+
+def _tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    context.set_alpn_protocols(["h2"])
+    return context
 
 
 def _unix_address(address: str) -> str:
@@ -204,23 +306,37 @@ def _unix_address(address: str) -> str:
 
 
 async def serve(
-    core_address: str, handoff_address: str, urls: list[str], max_request_bytes: int, cert: str, key: str,
+    core_address: str,
+    handoff_address: str,
+    urls: list[str],
+    max_request_bytes: int,
+    cert: str,
+    key: str,
     grpc_only: bool = False,
 ) -> None:
+    loop = asyncio.get_running_loop()
     _, link = await eventloop.connect_unix(CoreLink, _unix_address(core_address))
-    table = await link.table
-    server = grpc.aio.server(options=grpc_options_for(max_request_bytes))
-    server.add_generic_rpc_handlers(_handlers(link, table))
+    methods = _method_paths(await link.table)
+    max_receive = max(TRANSPORT_MAX_MESSAGE, 4 * max_request_bytes)
+    tls = _tls_context(cert, key) if any(url.startswith("https://") for url in urls) else None
+
+    def connection() -> GrpcConnection:
+        return GrpcConnection(link, methods, max_receive)
+
+    def on_grpc(sock: socket.socket, secure: bool) -> None:
+        task = loop.create_task(loop.connect_accepted_socket(connection, sock, ssl=tls if secure else None))
+        task.add_done_callback(lambda t: _close_if_failed(t, sock))
+
     if grpc_only:
-        clientport.add_public_ports(server, urls, cert, key)
-        await server.start()
+        for url in urls:
+            for sock in clientport.listen_sockets(url):
+                await loop.create_server(
+                    connection, sock=sock, ssl=tls if url.startswith("https://") else None
+                )
     else:
-        name = f"{core_address.lstrip('@')}-w{os.getpid()}"
-        plain, secure = clientport.add_private_ports(server, name, urls, cert, key)
-        await server.start()
         handoff = clientport.HandoffSender(_unix_address(handoff_address))
         await handoff.connect()
-        port = clientport.ClientPort(urls, grpc_plain=plain, grpc_tls=secure, on_http=handoff.send)
+        port = clientport.ClientPort(urls, on_grpc=on_grpc, on_http=handoff.send)
         port.start()
     link.send(ipc.HELLO, 0)  # tells the core this worker listens
     await link.closed
