@@ -460,8 +460,9 @@ def test_oversized_message_after_the_client_half_closed_is_not_reset() -> None:
     assert (b"grpc-status", b"8") in headers_of(events, h2.events.ResponseReceived)
 
 
-def test_compressed_message_is_unimplemented() -> None:
-    """A message with the compressed flag ends the call with UNIMPLEMENTED, and the open request is reset."""
+def test_compressed_message_is_internal() -> None:
+    """A message with the compressed flag (no encoding agreed) ends the call with grpc-go's INTERNAL, and the
+    open request is reset."""
     wire = Wire()
     assert wire.start(1, b"fine", end=False) == [CallStarted(1, PUT, None), MessageReceived(1, b"fine")]
     wire.client.send_data(1, PREFIX.pack(1, 3) + b"abc")
@@ -473,18 +474,15 @@ def test_compressed_message_is_unimplemented() -> None:
     ]
     assert headers_of(events, h2.events.ResponseReceived) == [
         *OK_HEADERS,
-        (b"grpc-status", b"12"),
-        (b"grpc-message", b'grpc: Decompressor is not installed for grpc-encoding ""'),
+        (b"grpc-status", b"13"),
+        (b"grpc-message", b"grpc: compressed flag set with identity or empty encoding"),
     ]
 
 
 def test_grpc_encoding_gzip_is_unimplemented() -> None:
-    """A grpc-encoding other than identity: CallStarted, then UNIMPLEMENTED trailers-only and CallAborted."""
+    """A grpc-encoding other than identity: UNIMPLEMENTED trailers-only; the application never hears of the call."""
     wire = Wire()
-    assert wire.start(1, b"x", extra=((b"grpc-encoding", b"gzip"),)) == [
-        CallStarted(1, PUT, None),
-        CallAborted(1),
-    ]
+    assert wire.start(1, b"x", extra=((b"grpc-encoding", b"gzip"),)) == []
     frames, events = wire.to_client()
     assert [(f.kind, f.flags) for f in frames] == [("HEADERS", frozenset({"END_HEADERS", "END_STREAM"}))]
     assert headers_of(events, h2.events.ResponseReceived) == [
@@ -566,7 +564,7 @@ def test_refusal_and_client_reset_in_one_read(
         wire.client.send_data(1, body)
     wire.client.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
     events = wire.to_server()
-    assert events == ([] if name == "not gRPC" else [CallStarted(1, PUT, None), CallAborted(1)])
+    assert events == []  # a call that began and was reset in one read never starts
     assert wire.start(3, b"next") == [CallStarted(3, PUT, None), MessageReceived(3, b"next"), RequestEnded(3)]
 
 
@@ -576,7 +574,7 @@ def test_request_ending_inside_a_message_and_reset_in_one_read() -> None:
     wire.client.send_headers(1, request_headers())
     wire.client.send_data(1, encode_message(b"half")[:6], end_stream=True)
     wire.client.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
-    assert wire.to_server() == [CallStarted(1, PUT, None), CallAborted(1)]
+    assert wire.to_server() == []
     assert wire.start(3, b"next") == [CallStarted(3, PUT, None), MessageReceived(3, b"next"), RequestEnded(3)]
 
 
@@ -900,3 +898,58 @@ def test_client_half_close_after_server_finish_is_quiet() -> None:
     frames, _ = wire.to_client()
     # The rest of the DATA, the trailers, and no RST_STREAM: both sides have ended.
     assert [(f.kind, len(f.data)) for f in frames] == [("DATA", 15), ("HEADERS", 0)]
+
+
+@pytest.mark.parametrize(("name", "headers", "body"), _rejections(), ids=[r[0] for r in _rejections()])
+def test_refusal_reset_and_next_call_in_one_read(
+    name: str, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    """A refused call, the client's reset of it and its next call, all in one read (h2 then no longer knows
+    the first stream at all): no exception, and the next call is served."""
+    wire = Wire(max_receive=1000)
+    wire.client.send_headers(1, headers)
+    if body:
+        wire.client.send_data(1, body)
+    wire.client.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+    wire.client.send_headers(3, request_headers())
+    wire.client.send_data(3, encode_message(b"retry"), end_stream=True)
+    events = wire.to_server()
+    assert events == [CallStarted(3, PUT, None), MessageReceived(3, b"retry"), RequestEnded(3)]
+    wire.server.send_message(3, b"ok")
+    wire.server.finish(3)
+    frames, _ = wire.to_client()
+    assert [(f.kind, f.stream_id) for f in frames] == [("HEADERS", 3), ("DATA", 3), ("HEADERS", 3)]
+
+
+def test_queued_answer_then_window_reset_and_retry_in_one_read() -> None:
+    """An answer queued behind a small window; the client's WINDOW_UPDATE, its reset of that call and its retry
+    arrive in one read: nothing more is sent on the reset stream, and the retry is served."""
+    wire = Wire(client_window=100)
+    assert wire.start(1, b"get") == [CallStarted(1, PUT, None), MessageReceived(1, b"get"), RequestEnded(1)]
+    assert wire.server.send_message(1, bytes(1000)) is False
+    wire.server.finish(1)
+    frames, _ = wire.to_client()
+    assert [(f.kind, len(f.data)) for f in frames] == [("HEADERS", 0), ("DATA", 100)]
+    wire.client.increment_flow_control_window(1000, stream_id=1)
+    wire.client.increment_flow_control_window(1000)
+    wire.client.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+    wire.client.send_headers(3, request_headers())
+    wire.client.send_data(3, encode_message(b"retry"), end_stream=True)
+    assert wire.to_server() == [CallStarted(3, PUT, None), MessageReceived(3, b"retry"), RequestEnded(3)]
+    frames, _ = wire.to_client()
+    assert [f for f in frames if f.stream_id == 1] == []
+
+
+def test_call_begun_and_reset_in_one_read_never_starts() -> None:
+    """A whole request and its reset in one read: the application hears nothing of it (else it would start a
+    call that nothing ever aborts), and the connection's window is not lost."""
+    wire = Wire()
+    wire.client.send_headers(1, request_headers())
+    framed = encode_message(bytes(9 * 1024 * 1024))  # over half the window: h2 then must say it is free again
+    for pos in range(0, len(framed), 16384):
+        wire.client.send_data(1, framed[pos : pos + 16384], end_stream=pos + 16384 >= len(framed))
+    wire.client.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+    assert wire.to_server() == []
+    wire.to_client()
+    assert wire.client.outbound_flow_control_window > RECEIVE_WINDOW - len(framed)  # given back
+    assert wire.start(3, b"next") == [CallStarted(3, PUT, None), MessageReceived(3, b"next"), RequestEnded(3)]

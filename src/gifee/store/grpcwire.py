@@ -82,6 +82,7 @@ DEFAULT_MAX_RECEIVE = 64 * 1024 * 1024
 # limit) or a burst of puts on one connection never waits for a WINDOW_UPDATE.
 RECEIVE_WINDOW = 16 * 1024 * 1024
 MAX_STREAMS = 2**31 - 1  # etcd's is effectively unlimited too (math.MaxUint32)
+MAX_HEADER_LIST = 16 * 1024 * 1024  # grpc-go's default: large metadata fails its call, not the connection
 
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
@@ -139,6 +140,11 @@ class ConnectionEnded:
 Event = CallStarted | MessageReceived | RequestEnded | CallAborted | StreamWritable | ConnectionEnded
 
 
+def _is_grpc(content_type: bytes) -> bool:
+    # "application/grpc", or that followed by "+codec" or ";parameters", as grpc-go accepts.
+    return content_type.startswith(b"application/grpc") and content_type[16:17] in (b"", b"+", b";")
+
+
 def parse_timeout(value: bytes) -> float | None:
     """grpc-timeout: up to 8 digits and a unit (H M S m u n); None if malformed."""
     text = value.decode("ascii", "replace")
@@ -163,7 +169,7 @@ class _Call:
     __slots__ = ("buffer", "headers_sent", "request_open", "pending", "trailers", "done")
 
     def __init__(self, request_open: bool) -> None:
-        self.buffer = b""  # received bytes not yet a whole message
+        self.buffer = bytearray()  # received bytes not yet a whole message
         self.headers_sent = False
         self.request_open = request_open
         self.pending = bytearray()  # DATA waiting for the client's window
@@ -182,8 +188,10 @@ class ServerConnection:
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
             },
         )
+        self._h2.decoder.max_header_list_size = MAX_HEADER_LIST
         self._h2.initiate_connection()
         self._h2.increment_flow_control_window(RECEIVE_WINDOW - 65535)
         self._calls: dict[int, _Call] = {}
@@ -202,20 +210,39 @@ class ServerConnection:
             # h2 has queued the GOAWAY; every call on the connection is over.
             self._end_all(out)
             return out
+        # Resets first: h2 has handled the whole read already, so a stream the client reset in it
+        # is gone from h2 (and a later stream in the same read makes it unknown there), whatever
+        # the order of the events. Nothing may be sent on it, and a call that began in this read
+        # too is never started.
+        reset: set[int] = set()
+        for ev in events:
+            if type(ev) is h2.events.StreamReset:
+                sid = ev.stream_id
+                reset.add(sid)
+                call = self._calls.pop(sid, None)
+                self._blocked.discard(sid)
+                if call is not None and not call.done:
+                    out.append(CallAborted(sid))
         for ev in events:
             kind = type(ev)
+            if reset and getattr(ev, "stream_id", None) in reset:
+                if kind is h2.events.DataReceived and ev.flow_controlled_length:  # type: ignore[attr-defined]
+                    self._acknowledge(ev)  # type: ignore[arg-type]
+                continue
             if kind is h2.events.DataReceived:
                 self._data(ev, out)  # type: ignore[arg-type]
             elif kind is h2.events.RequestReceived:
                 self._request(ev, out)  # type: ignore[arg-type]
             elif kind is h2.events.StreamEnded:
                 self._request_ended(ev.stream_id, out)  # type: ignore[attr-defined]
-            elif kind is h2.events.StreamReset:
-                call = self._calls.pop(ev.stream_id, None)  # type: ignore[attr-defined]
-                self._blocked.discard(ev.stream_id)  # type: ignore[attr-defined]
-                if call is not None and not call.done:
-                    out.append(CallAborted(ev.stream_id))  # type: ignore[attr-defined]
-            elif kind is h2.events.WindowUpdated or kind is h2.events.RemoteSettingsChanged:
+            elif kind is h2.events.WindowUpdated:
+                sid = ev.stream_id  # type: ignore[attr-defined]
+                if sid:
+                    if sid in self._blocked:
+                        self._flush_stream(sid, out)
+                elif self._blocked:
+                    self._flush_blocked(out)
+            elif kind is h2.events.RemoteSettingsChanged and self._blocked:
                 self._flush_blocked(out)
             elif kind is h2.events.ConnectionTerminated:
                 self._end_all(out)
@@ -241,33 +268,39 @@ class ServerConnection:
         ended = ev.stream_ended is not None
         call = _Call(request_open=not ended)
         self._calls[sid] = call
-        if not content_type.startswith(b"application/grpc"):
+        if not _is_grpc(content_type):
             # grpc-go answers a request that is not gRPC with HTTP 415.
             call.done = True
             self._send_headers(sid, ((b":status", b"415"), (b"content-type", b"text/plain")), end_stream=True)
             self._reset_if_open(sid, call)
             self._calls.pop(sid, None)
             return
-        out.append(CallStarted(sid, path.decode("utf-8", "replace"), timeout))
         if encoding != b"identity":
+            # Refused before it starts: the application never hears of it.
             self.finish(
                 sid,
                 Status.UNIMPLEMENTED,
                 f'grpc: Decompressor is not installed for grpc-encoding "{encoding.decode("ascii", "replace")}"',
             )
-            out.append(CallAborted(sid))
-        elif ended:
+            return
+        out.append(CallStarted(sid, path.decode("utf-8", "replace"), timeout))
+        if ended:
             out.append(RequestEnded(sid))
 
     def _data(self, ev: h2.events.DataReceived, out: list[Event]) -> None:
         sid = ev.stream_id
         assert sid is not None
-        if ev.flow_controlled_length:
-            self._h2.acknowledge_received_data(ev.flow_controlled_length, sid)
         call = self._calls.get(sid)
+        if ev.flow_controlled_length:
+            self._acknowledge(ev)
         if call is None or call.done:
-            return  # after the server's answer: the client's late bytes are dropped
-        buf = call.buffer + ev.data if call.buffer else ev.data
+            return  # reset, or after the server's answer: the client's late bytes are dropped
+        if call.buffer:
+            # A message spread over DATA frames: gathered in place, not copied again per frame.
+            call.buffer += ev.data
+            buf: bytes | bytearray = call.buffer
+        else:
+            buf = ev.data
         pos = 0
         while len(buf) - pos >= 5:
             flag, length = PREFIX.unpack_from(buf, pos)
@@ -280,9 +313,8 @@ class ServerConnection:
                 out.append(CallAborted(sid))
                 return
             if flag:
-                self.finish(
-                    sid, Status.UNIMPLEMENTED, 'grpc: Decompressor is not installed for grpc-encoding ""'
-                )
+                # Only identity is accepted (see _request), so a compressed message is malformed.
+                self.finish(sid, Status.INTERNAL, "grpc: compressed flag set with identity or empty encoding")
                 out.append(CallAborted(sid))
                 return
             end = pos + 5 + length
@@ -290,9 +322,19 @@ class ServerConnection:
                 break
             out.append(MessageReceived(sid, bytes(buf[pos + 5 : end])))
             pos = end
-        call.buffer = buf[pos:] if pos < len(buf) else b""
+        if buf is call.buffer:
+            del call.buffer[:pos]
+        elif pos < len(buf):
+            call.buffer = bytearray(buf[pos:])
         if ev.stream_ended is not None:
             self._request_ended(sid, out)
+
+    def _acknowledge(self, ev: h2.events.DataReceived) -> None:
+        # Also for a stream that is over: the connection's window must not shrink by late bytes.
+        try:
+            self._h2.acknowledge_received_data(ev.flow_controlled_length or 0, ev.stream_id or 0)
+        except h2.exceptions.ProtocolError:
+            pass
 
     def _request_ended(self, sid: int, out: list[Event]) -> None:
         call = self._calls.get(sid)
@@ -363,46 +405,62 @@ class ServerConnection:
 
     # ------------------------------------------------------------------ flow control
 
-    def _push(self, sid: int, call: _Call, data: bytes | bytearray) -> bool:
-        """Send what the windows allow; queue the rest. True if nothing is left."""
+    def _push(self, sid: int, call: _Call, data: bytes) -> bool:
+        """Send what the windows allow of a new message; queue the rest. True if nothing is left."""
         h = self._h2
-        view = memoryview(data)
         try:
-            while view:
-                room = min(h.local_flow_control_window(sid), h.max_outbound_frame_size)
-                if room <= 0:
-                    call.pending = bytearray(view)
-                    self._blocked.add(sid)
-                    return False
-                h.send_data(sid, bytes(view[:room]))
-                view = view[room:]
-        except h2.exceptions.StreamClosedError:
-            pass  # reset by the client in the read being handled: its StreamReset event follows
+            room = min(h.local_flow_control_window(sid), h.max_outbound_frame_size)
+            if len(data) <= room:  # the usual case: one DATA frame, no copy
+                h.send_data(sid, data)
+                return True
+            call.pending += data
+            return self._drain(sid, call)
+        except h2.exceptions.ProtocolError:
+            return True  # the stream is gone in h2 (reset in the read being handled)
+
+    def _drain(self, sid: int, call: _Call) -> bool:
+        """Send from the stream's queue what the windows allow. True if the queue is empty."""
+        h = self._h2
+        pending = call.pending
+        while pending:
+            room = min(h.local_flow_control_window(sid), h.max_outbound_frame_size, len(pending))
+            if room <= 0:
+                self._blocked.add(sid)
+                return False
+            h.send_data(sid, bytes(pending[:room]))
+            del pending[:room]
+        self._blocked.discard(sid)
         return True
 
     def _flush_blocked(self, out: list[Event]) -> None:
         for sid in list(self._blocked):
-            call = self._calls.get(sid)
-            if call is None:
-                self._blocked.discard(sid)
-                continue
-            data, call.pending = call.pending, bytearray()
+            self._flush_stream(sid, out)
+
+    def _flush_stream(self, sid: int, call_out: list[Event]) -> None:
+        call = self._calls.get(sid)
+        if call is None:
             self._blocked.discard(sid)
-            if not self._push(sid, call, data):
-                continue
-            if call.trailers is not None:
-                self._send_headers(sid, call.trailers, end_stream=True)
-                call.trailers = None
-                self._after_end(sid, call)
-            else:
-                out.append(StreamWritable(sid))
+            return
+        try:
+            if not self._drain(sid, call):
+                return
+        except h2.exceptions.ProtocolError:
+            call.pending.clear()
+            self._blocked.discard(sid)
+            return
+        if call.trailers is not None:
+            self._send_headers(sid, call.trailers, end_stream=True)
+            call.trailers = None
+            self._after_end(sid, call)
+        else:
+            call_out.append(StreamWritable(sid))
 
     def _send_headers(self, sid: int, headers: Any, end_stream: bool = False) -> None:
         # The client may have reset the stream in the same read that made the server answer it
         # (h2 handles a whole read before the events are looked at): then there is no one to tell.
         try:
             self._h2.send_headers(sid, headers, end_stream=end_stream)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:  # StreamClosedError, StreamIDTooLowError
             pass
 
     def _after_end(self, sid: int, call: _Call) -> None:
@@ -414,7 +472,7 @@ class ServerConnection:
             call.request_open = False
             try:
                 self._h2.reset_stream(sid, h2.errors.ErrorCodes.NO_ERROR)
-            except h2.exceptions.StreamClosedError:
+            except h2.exceptions.ProtocolError:
                 pass
 
     def _forget_if_finished(self, sid: int, call: _Call) -> None:

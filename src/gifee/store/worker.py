@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import signal
 import socket
@@ -30,8 +31,12 @@ from typing import cast
 
 from gifee import eventloop
 from gifee.store import clientport, grpcwire, ipc
-from gifee.store.handlers import BIDI, UNARY
-from gifee.store.listen import TRANSPORT_MAX_MESSAGE
+from gifee.store.handlers import BIDI, UNARY, receive_limit
+
+log = logging.getLogger("gifee.store.worker")
+
+KEEPALIVE_IDLE = 7200  # s: etcd's --grpc-keepalive-interval default
+KEEPALIVE_TIMEOUT = 20  # s: etcd's --grpc-keepalive-timeout default
 
 
 class CoreLink(asyncio.BufferedProtocol):
@@ -68,7 +73,11 @@ class CoreLink(asyncio.BufferedProtocol):
                 continue
             on_frame = calls.get(call_id)
             if on_frame is not None:
-                on_frame(kind, payload)
+                try:
+                    on_frame(kind, payload)
+                except Exception:  # one client's connection fails, never the link to the core
+                    log.exception("answering a call failed")
+                    calls.pop(call_id, None)
         if self.dirty:
             for conn in self.dirty:
                 conn.flush()
@@ -137,11 +146,33 @@ class GrpcConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # A client that vanished (its machine off, a partition) is noticed as etcd notices it:
+            # after 2 h without a word and 20 s more (its --grpc-keepalive-interval and -timeout).
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_TIMEOUT)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 1)
         self.flush()
 
+    def pause_writing(self) -> None:
+        # The client does not read: stop reading its requests until it has caught up.
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
     def data_received(self, data: bytes) -> None:
+        try:
+            self._handle(data)
+        except Exception:  # a bug must cost this connection only, never the worker
+            log.exception("a gRPC connection failed")
+            if self._transport is not None:
+                self._transport.abort()
+
+    def _handle(self, data: bytes) -> None:
         for ev in self._wire.receive(data):
             kind = type(ev)
             if kind is grpcwire.MessageReceived:
@@ -176,8 +207,7 @@ class GrpcConnection(asyncio.Protocol):
         sid = ev.stream_id
         method = self._methods.get(ev.path)
         if method is None:
-            services = {p.lstrip("/").rpartition("/")[0] for p in self._methods}
-            self._wire.finish(sid, grpcwire.Status.UNIMPLEMENTED, _unknown(ev.path, services))
+            self._wire.finish(sid, grpcwire.Status.UNIMPLEMENTED, _unknown(ev.path, self._methods))
             return
         kind, index = method
         call = _Call(kind, index)
@@ -272,18 +302,18 @@ class GrpcConnection(asyncio.Protocol):
             self.flush()
 
 
-def _unknown(path: str, services: set[str]) -> str:
+def _unknown(path: str, methods: dict[str, tuple[str, int]]) -> str:
     # grpc-go's texts, which etcd's clients see from etcd.
-    service, _, name = path.lstrip("/").rpartition("/")
-    if not service:
-        return f"malformed method name: {path!r}"
-    if service not in services:
+    service, _, name = path.removeprefix("/").rpartition("/")
+    if not path.startswith("/") or not service:
+        return f"malformed method name: {json.dumps(path)}"
+    if not any(known.startswith(f"/{service}/") for known in methods):
         return f"unknown service {service}"
     return f"unknown method {name} for service {service}"
 
 
 def _close_if_failed(task: asyncio.Task[object], sock: socket.socket) -> None:
-    # A TLS handshake that failed or timed out: asyncio has logged it; the socket is ours to close.
+    # A TLS handshake that failed or timed out: make sure the socket does not stay open.
     if not task.cancelled() and task.exception() is not None:
         sock.close()
 
@@ -317,14 +347,19 @@ async def serve(
     loop = asyncio.get_running_loop()
     _, link = await eventloop.connect_unix(CoreLink, _unix_address(core_address))
     methods = _method_paths(await link.table)
-    max_receive = max(TRANSPORT_MAX_MESSAGE, 4 * max_request_bytes)
+    # etcd's limit and grpc-go's text (as the core's check_size), refused as soon as a message's length is read.
+    max_receive = receive_limit(max_request_bytes)
     tls = _tls_context(cert, key) if any(url.startswith("https://") for url in urls) else None
 
     def connection() -> GrpcConnection:
         return GrpcConnection(link, methods, max_receive)
 
+    handshakes: set[asyncio.Task[object]] = set()
+
     def on_grpc(sock: socket.socket, secure: bool) -> None:
         task = loop.create_task(loop.connect_accepted_socket(connection, sock, ssl=tls if secure else None))
+        handshakes.add(task)
+        task.add_done_callback(handshakes.discard)
         task.add_done_callback(lambda t: _close_if_failed(t, sock))
 
     if grpc_only:
