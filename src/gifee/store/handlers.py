@@ -1,8 +1,9 @@
 """Every RPC the store serves, as one table: path, message types, shape, and the call that answers it.
 
-The table is the single description of the API. The in-process gRPC server
-(`grpc_api.py`) and the core side of the multi-process server (`ipc.py`) both
-build their dispatch from it, so a method is added or changed in one place.
+The table is the single description of the API. The core's dispatcher
+(`ipc.CoreConnection`) runs calls from it, and the gRPC side (`grpcport.py`,
+in a worker or in the core) routes each path to its index in it, so a method
+is added or changed in one place.
 Calls take decoded request messages and return (or yield) response messages;
 they raise `StoreError` for etcd's errors and know nothing of transports.
 """

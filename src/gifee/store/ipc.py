@@ -196,7 +196,16 @@ class _RequestQueue:
 class CoreConnection(asyncio.BufferedProtocol):
     """The core's end of one worker connection: runs each call against the method table."""
 
-    def __init__(self, table: list[Method], limit: int, on_ready: asyncio.Future[None] | None = None) -> None:
+    def __init__(
+        self,
+        table: list[Method],
+        limit: int,
+        on_ready: asyncio.Future[None] | None = None,
+        deliver: Callable[[int, int, bytes], None] | None = None,
+    ) -> None:
+        """`deliver(kind, call_id, payload)`: where answers go when calls come from this process
+        (`grpcport.LocalLink`, which hands frames to `handle`) instead of over a socket."""
+        self._deliver = deliver
         self._table = table
         self._limit = limit
         self._on_ready = on_ready
@@ -230,14 +239,20 @@ class CoreConnection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         for kind, call_id, payload in self._reader.feed_read(nbytes):
-            try:
-                self._dispatch(kind, call_id, payload)
-            except Exception:
-                log.exception("bad frame from worker (kind %d)", kind)
-                self._send(ERROR, call_id, encode_error(grpc.StatusCode.INTERNAL, INTERNAL_ERROR))
+            self.handle(kind, call_id, payload)
+
+    def handle(self, kind: int, call_id: int, payload: bytes) -> None:
+        """One frame from a worker (or from this process's `grpcport.LocalLink`)."""
+        try:
+            self._dispatch(kind, call_id, payload)
+        except Exception:
+            log.exception("bad frame from worker (kind %d)", kind)
+            self._send(ERROR, call_id, encode_error(grpc.StatusCode.INTERNAL, INTERNAL_ERROR))
 
     def _send(self, kind: int, call_id: int, payload: bytes = b"") -> None:
-        if self._transport is not None and self._writer is not None:
+        if self._deliver is not None:
+            self._deliver(kind, call_id, payload)
+        elif self._transport is not None and self._writer is not None:
             self._writer.send(kind, call_id, payload)
 
     # -- calls

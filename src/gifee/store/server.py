@@ -24,13 +24,11 @@ import ssl
 import sys
 from dataclasses import dataclass, field
 
-import grpc
 from aiohttp import web
 
-from gifee.store import clientport, gateway, ipc
-from gifee.store.grpc_api import add_services
+from gifee.store import clientport, gateway, grpcport, ipc
 from gifee.store.handlers import methods, receive_limit
-from gifee.store.listen import check_free, grpc_options_for, host_port
+from gifee.store.listen import check_free, host_port
 from gifee.store.node import Store, StoreConfig
 
 log = logging.getLogger("gifee.store.server")
@@ -63,13 +61,13 @@ class StoreServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.store = Store(config.store)
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc_port: grpcport.GrpcPort | None = None
+        self._local_link: grpcport.LocalLink | None = None
         self._name = f"gifee-store-{os.getpid()}-{secrets.token_hex(4)}"  # of private Unix sockets
         self._ssl: ssl.SSLContext | None = None
         self._client_http: web.AppRunner | None = None  # HTTP on the client URLs (and client-http URLs)
         self._http_runners: list[web.AppRunner] = []
         self._http_tasks: set[asyncio.Task[None]] = set()
-        self._client_port: clientport.ClientPort | None = None
         self._handoff: clientport.HandoffReceiver | None = None
         self._ipc_server: asyncio.AbstractServer | None = None
         self._workers: list[asyncio.subprocess.Process] = []
@@ -145,22 +143,23 @@ class StoreServer:
                 raise
 
     async def _start_grpc(self) -> None:
+        """Serve gRPC in this process: the connections as a worker serves them, the calls handed over in-process."""
         cfg = self.config
-        server = grpc.aio.server(options=grpc_options_for(cfg.store.max_request_bytes))
-        add_services(server, self.store)
-        if cfg.grpc_only_client_urls:
-            clientport.add_public_ports(server, cfg.listen_client_urls, cfg.cert_file, cfg.key_file)
-        else:
-            plain, secure = clientport.add_private_ports(
-                server, self._name, cfg.listen_client_urls, cfg.cert_file, cfg.key_file
-            )
-            self._client_port = clientport.ClientPort(
-                cfg.listen_client_urls, grpc_plain=plain, grpc_tls=secure, on_http=self._take_http
-            )
-        await server.start()
-        self._grpc = server
-        if self._client_port is not None:
-            self._client_port.start()
+        table = methods(self.store)
+        limit = receive_limit(cfg.store.max_request_bytes)
+        self._local_link = link = grpcport.LocalLink(table, limit)
+        on_http = None if cfg.grpc_only_client_urls else self._take_http
+        port = grpcport.GrpcPort(
+            cfg.listen_client_urls,
+            link,
+            [[m.service, m.name, m.kind] for m in table],
+            limit,
+            cfg.cert_file,
+            cfg.key_file,
+            on_http,
+        )
+        await port.start()
+        self._grpc_port = port
 
     async def _start_workers(self) -> None:
         cfg = self.config
@@ -226,8 +225,8 @@ class StoreServer:
         self._stopping = True
         if self._worker_watch is not None:
             self._worker_watch.cancel()
-        if self._client_port is not None:
-            self._client_port.close()
+        if self._grpc_port is not None:
+            self._grpc_port.close()
         for proc in self._workers:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -247,8 +246,8 @@ class StoreServer:
             task.cancel()
         for runner in self._http_runners:
             await runner.cleanup()
-        if self._grpc is not None:
-            await self._grpc.stop(grace=1.0)
+        if self._local_link is not None:
+            self._local_link.close()
         await self.store.close()
 
 
