@@ -157,11 +157,6 @@ async def test_unknown_method_and_service_answer_like_etcd(
 
 
 @pytest.mark.reference
-@pytest.mark.xfail(
-    strict=True,
-    reason="etcd (grpc-go) strips an optional leading '/' from :path and serves "
-    "'etcdserverpb.KV/Range'; gifee answers UNIMPLEMENTED 'malformed method name'",
-)
 async def test_path_without_leading_slash_is_served_like_etcd(
     server: ServerProcess, etcd: ServerProcess
 ) -> None:

@@ -222,7 +222,8 @@ class GrpcConnection(asyncio.Protocol):
 
     def _started(self, ev: grpcwire.CallStarted) -> None:
         sid = ev.stream_id
-        method = self._methods.get(ev.path)
+        # grpc-go (so etcd) takes the path with or without its leading "/".
+        method = self._methods.get(ev.path if ev.path.startswith("/") else "/" + ev.path)
         if method is None:
             self._wire.finish(sid, grpcwire.Status.UNIMPLEMENTED, unknown_method(ev.path, self._methods))
             return
