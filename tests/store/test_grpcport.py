@@ -119,6 +119,7 @@ UNKNOWN = {
     "/etcdserverpb.KV/": "unknown method  for service etcdserverpb.KV",
     "/etcdserverpb.KV/Range/x": "unknown service etcdserverpb.KV/Range",
     "//etcdserverpb.KV/Range": "unknown service /etcdserverpb.KV",
+    "etcdserverpb.KV/Nope": "unknown method Nope for service etcdserverpb.KV",  # no leading "/"
 }
 MALFORMED = {
     "/etcdserverpb.KV": 'malformed method name: "/etcdserverpb.KV"',

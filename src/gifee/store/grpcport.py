@@ -323,7 +323,7 @@ class GrpcConnection(asyncio.Protocol):
 def unknown_method(path: str, methods: dict[str, tuple[str, int]]) -> str:
     # grpc-go's texts, which etcd's clients see from etcd.
     service, _, name = path.removeprefix("/").rpartition("/")
-    if not path.startswith("/") or not service:
+    if not service:
         return f"malformed method name: {json.dumps(path)}"
     if not any(known.startswith(f"/{service}/") for known in methods):
         return f"unknown service {service}"
