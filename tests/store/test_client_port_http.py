@@ -5,9 +5,9 @@ connection's first bytes and hands it to its HTTP or its gRPC server. These test
 send curl-equivalent requests (urllib, aiohttp, raw sockets) to the client port of
 a running `gifee store`, with worker processes and with `--grpc-workers 0`, beside
 gRPC clients (grpc python, etcdctl) on the same port, and check that clients
-that misbehave (garbage, silence, a disconnect in the middle of a relayed
-connection) leave the server as it was. The first tests check the routing rules
-and the relay in-process.
+that misbehave (garbage, silence, a disconnect in the middle of a gRPC
+stream) leave the server as it was. The first tests check the routing rules
+and the hand-over in-process.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import grpc
@@ -123,28 +123,11 @@ def test_tls_routing_rule_fragmented_and_malformed() -> None:
 # --------------------------------------------------------------------------- the mux in-process
 
 
-class _Echo(asyncio.Protocol):
-    """Stands in for the private gRPC server: echoes; half-closes when the client does; BYE closes."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport instances
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
-        if data.endswith(b"BYE"):
-            self.transport.close()
-
-    def eof_received(self) -> bool:
-        self.transport.write_eof()
-        return True
-
-
-Mux = tuple[int, list[tuple[socket.socket, bool]], ClientPort]
+Mux = tuple[int, list[tuple[socket.socket, bool]], list[tuple[socket.socket, bool]], ClientPort]
 
 
 def on_loop(loop: str, tmp_path: Path, test: Callable[[Mux], Awaitable[None]]) -> None:
-    """Run `test` with a fresh mux on asyncio's loop or uvloop: the relay differs by loop
-    (`Relay` on asyncio's, `TransportRelay` on uvloop, which the store's processes run)."""
+    """Run `test` with a fresh mux on asyncio's loop or uvloop (which the store's processes run)."""
 
     async def main() -> None:
         async with mux(tmp_path) as m:
@@ -164,110 +147,62 @@ LOOPS = pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 
 @contextlib.asynccontextmanager
 async def mux(tmp_path: Path) -> AsyncIterator[Mux]:
-    loop = asyncio.get_running_loop()
-    address = f"\0gifee-test-{os.getpid()}-{id(tmp_path)}"
-    echo = await loop.create_unix_server(_Echo, address)
     taken: list[tuple[socket.socket, bool]] = []
+    grpc_taken: list[tuple[socket.socket, bool]] = []
     port = free_port()
     cp = ClientPort(
         [f"http://{LOOPBACK}:{port}"],
-        grpc_plain=address,
-        grpc_tls=None,
+        on_grpc=lambda s, tls: grpc_taken.append((s, tls)),
         on_http=lambda s, tls: taken.append((s, tls)),
         sniff_timeout=0.5,
     )
     cp.start()
     try:
-        yield port, taken, cp
+        yield port, taken, grpc_taken, cp
     finally:
         cp.close()
-        for s, _ in taken:
+        for s, _ in taken + grpc_taken:
             s.close()
-        echo.close()
+
+
+async def _taken(sockets: list[tuple[socket.socket, bool]]) -> tuple[socket.socket, bool]:
+    for _ in range(100):
+        if sockets:
+            break
+        await asyncio.sleep(0.02)
+    assert len(sockets) == 1
+    return sockets[0]
 
 
 @LOOPS
-def test_mux_relays_grpc_and_hands_over_http_unread(loop: str, tmp_path: Path) -> None:
-    on_loop(loop, tmp_path, _mux_relays_grpc_and_hands_over_http_unread)
+def test_mux_hands_over_grpc_and_http_unread(loop: str, tmp_path: Path) -> None:
+    on_loop(loop, tmp_path, _mux_hands_over_grpc_and_http_unread)
 
 
-async def _mux_relays_grpc_and_hands_over_http_unread(mux: Mux) -> None:
-    port, taken, _ = mux
-    # gRPC: everything comes back through the relay, in order, then the half-close.
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    payload = PREFACE + bytes(range(256)) * 64
-    writer.write(payload)
-    assert await asyncio.wait_for(reader.readexactly(len(payload)), STEP) == payload
-    writer.write_eof()
-    assert await asyncio.wait_for(reader.read(), STEP) == b""
-    writer.close()
+async def _mux_hands_over_grpc_and_http_unread(mux: Mux) -> None:
+    port, taken, grpc_taken, _ = mux
+    # gRPC: the socket goes to on_grpc with every byte still to be read, the preface first.
+    payload = PREFACE + bytes(range(256)) * 4
+    with socket.create_connection((LOOPBACK, port)) as c:
+        c.sendall(payload)
+        sock, tls = await _taken(grpc_taken)
+        assert not tls and not taken
+        sock.setblocking(True)
+        sock.settimeout(STEP)
+        got = b""
+        while len(got) < len(payload):
+            got += sock.recv(65536)
+        assert got == payload
 
     # HTTP: the socket is handed over with nothing read from it.
     request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
     with socket.create_connection((LOOPBACK, port)) as c:
         c.sendall(request)
-        for _ in range(100):
-            if taken:
-                break
-            await asyncio.sleep(0.02)
-        assert len(taken) == 1
-        sock, tls = taken[0]
-        assert not tls
+        sock, tls = await _taken(taken)
+        assert not tls and len(grpc_taken) == 1
         sock.setblocking(True)
         sock.settimeout(STEP)
         assert sock.recv(1000) == request
-
-
-@LOOPS
-def test_mux_server_closing_ends_the_relay(loop: str, tmp_path: Path) -> None:
-    on_loop(loop, tmp_path, _mux_server_closing_ends_the_relay)
-
-
-async def _mux_server_closing_ends_the_relay(mux: Mux) -> None:
-    port, _, cp = mux
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    writer.write(PREFACE + b"BYE")  # the "server" answers and closes; the client keeps its half open
-    assert await asyncio.wait_for(reader.read(), STEP) == PREFACE + b"BYE"
-    for _ in range(100):
-        if not cp._relays:
-            break
-        await asyncio.sleep(0.02)
-    assert not cp._relays
-    writer.close()
-
-
-@LOOPS
-def test_mux_relays_large_transfers_with_slow_readers(loop: str, tmp_path: Path) -> None:
-    on_loop(loop, tmp_path, _mux_relays_large_transfers_with_slow_readers)
-
-
-async def _mux_relays_large_transfers_with_slow_readers(mux: Mux) -> None:
-    """Several connections at once, each with its own bytes: the relays share one read buffer."""
-    port, _, _ = mux
-
-    async def transfer(blocks: int) -> None:
-        reader, writer = await asyncio.open_connection(LOOPBACK, port)
-        block = os.urandom(1 << 20)
-
-        async def send() -> None:
-            writer.write(PREFACE)
-            for _ in range(blocks):
-                writer.write(block)
-                await writer.drain()
-
-        sender = asyncio.create_task(send())
-        got = bytearray()
-        while len(got) < blocks * len(block) + len(PREFACE):
-            chunk = await asyncio.wait_for(reader.read(65536), STEP)
-            assert chunk
-            got += chunk
-            if len(got) < 2 << 20:
-                await asyncio.sleep(0.001)  # read slowly at first: the relay must hold back
-        await sender
-        assert bytes(got) == PREFACE + block * blocks
-        writer.close()
-
-    await asyncio.wait_for(asyncio.gather(transfer(6), transfer(4), transfer(5)), 60)
 
 
 @LOOPS
@@ -276,7 +211,7 @@ def test_mux_closes_silent_and_half_sent_connections(loop: str, tmp_path: Path) 
 
 
 async def _mux_closes_silent_and_half_sent_connections(mux: Mux) -> None:
-    port, taken, cp = mux
+    port, taken, grpc_taken, cp = mux
     silent = socket.create_connection((LOOPBACK, port))
     partial = socket.create_connection((LOOPBACK, port))
     partial.sendall(PREFACE[:10])  # then nothing more
@@ -296,7 +231,7 @@ async def _mux_closes_silent_and_half_sent_connections(mux: Mux) -> None:
             s.sendall(data)
         s.close()
     await asyncio.sleep(0.7)
-    assert not cp._sniffers and not cp._relays and not taken
+    assert not cp._sniffers and not taken and not grpc_taken
 
 
 # --------------------------------------------------------------------------- servers

@@ -2,28 +2,23 @@
 
 etcd answers `curl http://host:2379/health` and gRPC on the same port: it looks
 at each connection's first bytes and hands the connection to its gRPC or its
-HTTP server. Python's gRPC server cannot take over an accepted connection, so
-gifee does it this way:
+HTTP server. gifee does the same:
 
 * The process that owns the client port (each gRPC worker, or the core with
   `--grpc-workers 0`) accepts the connections itself (SO_REUSEPORT, so the
   workers share the port) and peeks at the first bytes without reading them
-  (MSG_PEEK). Its gRPC server listens only on private Unix sockets.
-* A connection that starts with the HTTP/2 client preface is gRPC: its bytes
-  are relayed both ways between the client and the private gRPC socket
-  (`TransportRelay` on uvloop, which the store's processes run, `Relay` on
-  asyncio's loop: each read is sent on at once; when the receiver is slow,
-  the relay stops reading from the sender until the rest is sent).
-* Anything else is HTTP/1.x: the socket itself, unread, goes to the core's
-  HTTP server (`gateway.py`); a worker passes it over a Unix socket
-  (SCM_RIGHTS, `HandoffSender` -> `HandoffReceiver`), so HTTP costs no relay.
+  (MSG_PEEK).
+* A connection that starts with the HTTP/2 client preface is gRPC: the socket,
+  unread, goes to `on_grpc` (`grpcport.GrpcPort`, which serves it in that process).
+* Anything else is HTTP/1.x: the socket itself, unread, goes to `on_http`, the
+  core's HTTP server (`gateway.py`); a worker passes it over a Unix socket
+  (SCM_RIGHTS, `HandoffSender` -> `HandoffReceiver`).
 * On https URLs the first bytes are a TLS ClientHello. etcd terminates TLS
-  first and then looks inside; gifee keeps TLS in gRPC's C core and routes by
-  the ALPN protocols the client offers: a client offering "h2" but not
-  "http/1.1" (every gRPC client: grpc-go offers only h2, gRPC's C core
-  grpc-exp and h2) is relayed, still encrypted, to the private TLS gRPC
-  socket; anything else (curl, browsers, no ALPN) goes to the core's HTTP
-  server, which does the TLS handshake and speaks HTTP/1.1.
+  first and then looks inside; gifee routes by the ALPN protocols the client
+  offers and leaves the handshake to whoever takes the socket: a client
+  offering "h2" but not "http/1.1" (every gRPC client: grpc-go offers only h2,
+  gRPC's C core grpc-exp and h2) is gRPC; anything else (curl, browsers, no
+  ALPN) goes to the HTTP server, which speaks HTTP/1.1.
 
 `classify_plain` and `classify_tls` are the pure rules.
 """
@@ -38,9 +33,7 @@ import logging
 import resource
 import socket
 from collections.abc import Callable
-from typing import Literal, cast
-
-import grpc
+from typing import Literal
 
 from gifee.store.listen import host_port
 
@@ -61,7 +54,6 @@ _POLL_MAX = 0.1
 _ACCEPT_BATCH = 64
 _ACCEPT_PAUSE = 1.0  # after EMFILE and the like, as asyncio's own servers do
 _HANDOFF_QUEUE = 1024
-RELAY_BUFFER = 256 * 1024  # bytes read at most at once; one buffer per process, shared by all relays
 
 
 # --------------------------------------------------------------------------- routing rules
@@ -143,274 +135,6 @@ def _alpn_of_client_hello(body: bytes) -> list[bytes]:
     return []
 
 
-# --------------------------------------------------------------------------- the relay
-
-
-class _Direction:
-    """Bytes from one socket to the other: read into one buffer, sent on from it at once."""
-
-    __slots__ = ("_relay", "_loop", "_src", "_dst", "_buf", "_view", "_pending", "_reading", "_eof")
-
-    def __init__(self, relay: Relay, src: socket.socket, dst: socket.socket, buf: bytearray) -> None:
-        self._relay = relay
-        self._loop = relay.loop
-        self._src = src
-        self._dst = dst
-        # Shared by every relay of the process: each read is sent on (or its rest copied
-        # to `_pending`) before the callback returns, so no two reads ever overlap.
-        self._buf = buf
-        self._view = memoryview(buf)
-        self._pending: memoryview | None = None  # read but not yet sent
-        self._reading = False
-        self._eof = False
-
-    def start(self) -> None:
-        self._reading = True
-        self._loop.add_reader(self._src.fileno(), self._readable)
-
-    def _stop_reading(self) -> None:
-        if self._reading:
-            self._reading = False
-            self._loop.remove_reader(self._src.fileno())
-
-    def _readable(self) -> None:
-        try:
-            n = self._src.recv_into(self._buf)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._relay.close()
-            return
-        if not n:
-            self._eof = True
-            self._stop_reading()
-            self._end()
-            return
-        try:
-            sent = self._dst.send(self._view[:n])
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            self._relay.close()
-            return
-        if sent < n:
-            # The receiver is slower than the sender: hold the rest and stop reading until it is sent.
-            self._pending = memoryview(bytes(self._view[sent:n]))
-            self._stop_reading()
-            self._loop.add_writer(self._dst.fileno(), self._writable)
-
-    def _writable(self) -> None:
-        pending = self._pending
-        assert pending is not None
-        try:
-            sent = self._dst.send(pending)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._relay.close()
-            return
-        if sent < len(pending):
-            self._pending = pending[sent:]
-            return
-        self._pending = None
-        self._loop.remove_writer(self._dst.fileno())
-        if self._eof:
-            self._end()
-        else:
-            self.start()
-
-    def _end(self) -> None:
-        """The source has finished: pass the end on (a half-close) once everything is sent."""
-        if self._pending is not None:
-            return
-        with contextlib.suppress(OSError):
-            self._dst.shutdown(socket.SHUT_WR)
-        self._relay.direction_done(self)
-
-    def stop(self) -> None:
-        self._stop_reading()
-        if self._pending is not None:
-            self._pending = None
-            self._loop.remove_writer(self._dst.fileno())
-
-
-class Relay:
-    """A client connection joined to a Unix socket, bytes flowing both ways.
-
-    Plain readiness callbacks on the two sockets (recv_into a preallocated buffer,
-    send from it) rather than asyncio transports and protocols: on asyncio's own
-    loop this costs the least CPU per relayed request of what was measured
-    (benchmarks/README.md: asyncio's `data_received` path allocates a 256 KiB bytes
-    object for every read; a BufferedProtocol avoids that but still costs more
-    layers per read; os.splice through pipes cost the same as this and needs four
-    more descriptors). On uvloop `TransportRelay` is cheaper.
-    The client half-closing is passed on; the server closing ends the relay.
-    """
-
-    def __init__(
-        self,
-        client: socket.socket,
-        upstream: socket.socket,
-        relays: set[Relay | TransportRelay],
-        buf: bytearray,
-    ) -> None:
-        self.loop = asyncio.get_running_loop()
-        self._client = client
-        self._upstream = upstream
-        self._relays = relays
-        self._to_upstream = _Direction(self, client, upstream, buf)
-        self._to_client = _Direction(self, upstream, client, buf)
-        self._done = 0
-        self._closed = False
-        relays.add(self)
-        self._to_upstream.start()
-        self._to_client.start()
-
-    def direction_done(self, direction: _Direction) -> None:
-        # The server closing ends the connection: a client that would keep its half
-        # open must not hold descriptors here that the server has let go of.
-        self._done += 1
-        if self._done == 2 or direction is self._to_client:
-            self.close()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._relays.discard(self)
-        self._to_upstream.stop()
-        self._to_client.stop()
-        self._client.close()
-        self._upstream.close()
-
-
-class _Half(asyncio.Protocol):
-    """One side of a `TransportRelay`: what its transport receives is written to the other side's."""
-
-    __slots__ = ("_relay", "transport", "peer", "_early", "_is_upstream")
-
-    def __init__(self, relay: TransportRelay, is_upstream: bool) -> None:
-        self._relay = relay
-        self._is_upstream = is_upstream
-        self.transport: asyncio.Transport | None = None
-        self.peer: _Half | None = None
-        # The gRPC server speaks first (its SETTINGS) and uvloop reads at once, so the upstream
-        # side can receive bytes before the client's transport exists: they wait here.
-        self._early: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport instances
-        peer = self.peer
-        if peer is not None and peer._early:
-            self.transport.write(b"".join(peer._early))
-            peer._early.clear()
-
-    def data_received(self, data: bytes) -> None:
-        peer = self.peer
-        if peer is not None and peer.transport is not None:
-            peer.transport.write(data)
-        else:
-            self._early.append(data)
-
-    def eof_received(self) -> bool:
-        peer = self.peer
-        if self._is_upstream or peer is None or peer.transport is None:
-            # The server closing ends the connection (what is written still goes out first).
-            self._relay.close(abort=False)
-            return False
-        # The client half-closed: pass it on and keep the other direction open.
-        if peer.transport.can_write_eof():
-            peer.transport.write_eof()
-        return True
-
-    def pause_writing(self) -> None:
-        # Our receiver is slow: stop reading from the side that feeds it.
-        peer = self.peer
-        if peer is not None and peer.transport is not None:
-            peer.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        peer = self.peer
-        if peer is not None and peer.transport is not None:
-            peer.transport.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._relay.close(abort=False)
-
-
-class TransportRelay:
-    """A client connection joined to a Unix socket through uvloop's transports.
-
-    On uvloop this costs less CPU than `Relay`: each read lands in uvloop's own buffer
-    and reaches `data_received` as one bytes object, which the other transport writes at
-    once, all in C but the one Python call (benchmarks/relay_bench.py, 3 rounds: about
-    40 us less per relayed request than `Relay`, whose every read is a Python callback
-    making two socket calls). On asyncio's loop `Relay` is the cheaper one (its transports
-    read into a fresh 256 KiB bytes object each time), so `relay` picks by loop.
-    """
-
-    def __init__(self, relays: set[Relay | TransportRelay]) -> None:
-        self._relays = relays
-        self.upstream = _Half(self, is_upstream=True)
-        self.client = _Half(self, is_upstream=False)
-        self.upstream.peer, self.client.peer = self.client, self.upstream
-        self._closed = False
-        relays.add(self)
-
-    def close(self, abort: bool = True) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._relays.discard(self)
-        for half in (self.client, self.upstream):
-            if half.transport is not None:
-                if abort:
-                    half.transport.abort()
-                else:
-                    half.transport.close()  # after what is buffered is written
-
-
-def _on_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
-    return type(loop).__module__.startswith("uvloop")
-
-
-async def relay(
-    sock: socket.socket, address: str, relays: set[Relay | TransportRelay], buf: bytearray
-) -> None:
-    """Join an accepted client socket to the Unix socket `address` (`buf`: the shared read buffer)."""
-    loop = asyncio.get_running_loop()
-    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    upstream.setblocking(False)
-    try:
-        await loop.sock_connect(upstream, address)
-    except BaseException as e:
-        sock.close()
-        upstream.close()
-        if isinstance(e, OSError):
-            log.warning("cannot reach the gRPC server at %r: %s", address.lstrip("\0"), e)
-        if isinstance(e, Exception):
-            return
-        raise
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if not _on_uvloop(loop):
-        Relay(sock, upstream, relays, buf)
-        return
-    joined = TransportRelay(relays)
-    try:
-        await loop.create_unix_connection(lambda: joined.upstream, sock=upstream)
-        await loop.connect_accepted_socket(lambda: joined.client, sock)
-    except BaseException as e:
-        joined.close()
-        sock.close()
-        upstream.close()
-        if isinstance(e, Exception):
-            log.warning("cannot relay a gRPC connection: %s", e)
-            return
-        raise
-
-
 # --------------------------------------------------------------------------- accepting and routing
 
 
@@ -458,11 +182,7 @@ def listen_sockets(url: str) -> list[socket.socket]:
 
 
 def raise_descriptor_limit() -> None:
-    """Raise the soft limit on open files to the hard one, as Go (and so etcd) does at start.
-
-    A relayed gRPC connection holds three descriptors in its worker (the client's,
-    the relay's end of the private socket and gRPC's), not one.
-    """
+    """Raise the soft limit on open files to the hard one, as Go (and so etcd) does at start."""
     with contextlib.suppress(ValueError, OSError):
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
@@ -472,33 +192,24 @@ def raise_descriptor_limit() -> None:
 class ClientPort:
     """Accepts connections on the client URLs and routes each by its first bytes.
 
-    `on_grpc(sock, tls)` takes over a gRPC connection's socket, nothing read from it yet;
-    or, without it, `grpc_plain` / `grpc_tls` are the private Unix socket addresses
-    ("\\0name" for an abstract socket) of a gRPC server (grpc.aio's) to relay to, for
-    http:// and https:// URLs.
-    `on_http(sock, tls)` takes over an HTTP connection's socket, nothing read from it yet.
+    `on_grpc(sock, tls)` takes over a gRPC connection's socket and `on_http(sock, tls)`
+    an HTTP one, nothing read from either yet.
     """
 
     def __init__(
         self,
         urls: list[str],
         *,
-        grpc_plain: str | None = None,
-        grpc_tls: str | None = None,
-        on_grpc: Callable[[socket.socket, bool], None] | None = None,
+        on_grpc: Callable[[socket.socket, bool], None],
         on_http: Callable[[socket.socket, bool], None],
         sniff_timeout: float = SNIFF_TIMEOUT,
     ) -> None:
         self._urls = urls
-        self._grpc = {False: grpc_plain, True: grpc_tls}
         self._on_grpc = on_grpc
         self._on_http = on_http
         self._sniff_timeout = sniff_timeout
         self._listeners: list[tuple[socket.socket, bool]] = []
         self._sniffers: set[_Sniffer] = set()
-        self._relays: set[Relay | TransportRelay] = set()
-        self._buffer = bytearray(RELAY_BUFFER)
-        self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
         self._closed = False
 
@@ -506,8 +217,6 @@ class ClientPort:
         try:
             for url in self._urls:
                 tls = url.startswith("https://")
-                if self._grpc[tls] is None and self._on_grpc is None:
-                    raise ValueError(f"{url}: no gRPC server for {'https' if tls else 'http'} URLs")
                 for s in listen_sockets(url):
                     self._listeners.append((s, tls))
         except BaseException:
@@ -540,14 +249,8 @@ class ClientPort:
     def _route(self, sock: socket.socket, tls: bool, kind: Kind) -> None:
         if self._closed:
             sock.close()
-        elif kind == GRPC and self._on_grpc is not None:
-            self._hand_over(self._on_grpc, sock, tls)
         elif kind == GRPC:
-            address = self._grpc[tls]
-            assert address is not None
-            task = self._loop.create_task(relay(sock, address, self._relays, self._buffer))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._hand_over(self._on_grpc, sock, tls)
         else:
             self._hand_over(self._on_http, sock, tls)
 
@@ -560,7 +263,7 @@ class ClientPort:
             sock.close()
 
     def close(self) -> None:
-        """Stop accepting; drop connections not yet routed and every relayed one."""
+        """Stop accepting; drop connections not yet routed."""
         self._closed = True
         for s, _ in self._listeners:
             with contextlib.suppress(ValueError, OSError):
@@ -569,10 +272,6 @@ class ClientPort:
         self._listeners.clear()
         for sniffer in list(self._sniffers):
             sniffer.close()
-        for task in self._tasks:
-            task.cancel()
-        for r in list(self._relays):
-            r.close()
 
 
 class _Sniffer:
@@ -630,50 +329,6 @@ class _Sniffer:
     def close(self) -> None:
         self._finish()
         self._sock.close()
-
-
-def add_private_ports(
-    server: grpc.aio.Server, name: str, urls: list[str], cert_file: str, key_file: str
-) -> tuple[str | None, str | None]:
-    """Make a gRPC server listen on private abstract Unix sockets, for `ClientPort` to relay to.
-
-    Returns the addresses for `ClientPort`: the plaintext one if some URL is
-    http://, the TLS one if some URL is https:// (None otherwise). Like the
-    core's IPC socket, they are reachable by local processes, as the client
-    port itself is.
-    """
-    plain = secure = None
-    if any(not url.startswith("https://") for url in urls):
-        server.add_insecure_port(f"unix-abstract:{name}-grpc")
-        plain = f"\0{name}-grpc"
-    if any(url.startswith("https://") for url in urls):
-        with open(key_file, "rb") as k, open(cert_file, "rb") as c:
-            credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
-        server.add_secure_port(f"unix-abstract:{name}-grpcs", credentials)
-        secure = f"\0{name}-grpcs"
-    return plain, secure
-
-
-def add_public_ports(server: grpc.aio.Server, urls: list[str], cert_file: str, key_file: str) -> None:
-    """Make a gRPC server listen on the client URLs themselves: no routing, no relay.
-
-    For a client port that serves only gRPC (etcd 3.5's `--listen-client-http-urls`
-    moves HTTP elsewhere). gRPC binds with SO_REUSEPORT, so sibling workers
-    share each port as they do through `ClientPort`.
-    """
-    credentials = None
-    for url in urls:
-        host, port = host_port(url)
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if url.startswith("https://"):
-            if credentials is None:
-                with open(key_file, "rb") as k, open(cert_file, "rb") as c:
-                    credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
-            bound = server.add_secure_port(address, credentials)
-        else:
-            bound = server.add_insecure_port(address)
-        if bound != port:  # older gRPC releases answer a failed bind with 0
-            raise OSError(f"listen tcp {address}: gRPC could not bind the client URL {url}")
 
 
 # --------------------------------------------------------------------------- HTTP handoff to the core
