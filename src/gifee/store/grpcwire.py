@@ -369,7 +369,7 @@ class ServerConnection:
         if not call.headers_sent:
             call.headers_sent = True
             self._send_headers(sid, _RESPONSE_HEADERS)
-        framed = PREFIX.pack(0, len(data)) + data
+        framed = encode_message(data)
         if call.pending:
             call.pending += framed
             return False

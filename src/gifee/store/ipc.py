@@ -149,16 +149,13 @@ class FrameWriter:
         self._write = write
         self._loop = loop
         self._out: list[bytes] = []
-        self._burst = False
 
     def send(self, kind: int, call_id: int, payload: bytes = b"") -> None:
-        self._out.append(HEADER.pack(len(payload), call_id, kind) + payload)
-        if not self._burst:
-            self._burst = True
+        if not self._out:  # the iteration's first frame: the write is scheduled once
             self._loop.call_soon(self._end_burst)
+        self._out.append(HEADER.pack(len(payload), call_id, kind) + payload)
 
     def _end_burst(self) -> None:
-        self._burst = False
         if self._out:
             data = b"".join(self._out)
             self._out.clear()
@@ -168,8 +165,13 @@ class FrameWriter:
                 self._write(data)
 
 
+def method_table(table: list[Method]) -> list[list[str]]:
+    """What the gRPC side needs of the table: each method's service, name and kind, by index."""
+    return [[m.service, m.name, m.kind] for m in table]
+
+
 def method_table_payload(table: list[Method]) -> bytes:
-    return json.dumps([[m.service, m.name, m.kind] for m in table]).encode()
+    return json.dumps(method_table(table)).encode()
 
 
 class _RequestQueue:

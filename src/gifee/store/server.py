@@ -152,7 +152,7 @@ class StoreServer:
         port = grpcport.GrpcPort(
             cfg.listen_client_urls,
             link,
-            [[m.service, m.name, m.kind] for m in table],
+            ipc.method_table(table),
             limit,
             cfg.cert_file,
             cfg.key_file,
