@@ -695,7 +695,10 @@ def test_finish_with_held_data_resets_an_open_request_after_the_trailers() -> No
 
 
 def test_connection_window_is_shared_by_streams() -> None:
-    """The connection window holds back a second stream; opening it makes that stream writable."""
+    """The connection window holds back a second stream; opening it makes that stream writable.
+
+    How the window is shared out between the two streams is nghttp2's choice (it takes turns), so the test
+    checks the total in flight and that both messages arrive whole."""
     wire = Wire()
     wire.start(1)
     wire.start(3)
@@ -703,13 +706,18 @@ def test_connection_window_is_shared_by_streams() -> None:
     assert wire.server.send_message(1, message) is True
     assert wire.server.send_message(3, message) is False  # 65535 - 40005 left on the connection
     frames, events = wire.to_client()
-    assert sum(len(f.data) for f in frames if f.stream_id == 3) == 65535 - 40005
+    assert sum(len(f.data) for f in frames) == 65535
+    got = {1: b"", 3: b""}
+    for f in frames:
+        got[f.stream_id] += f.data
     for e in events:
         if isinstance(e, h2.events.DataReceived):
             wire.client.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
     assert wire.to_server() == [StreamWritable(3)]
     frames, _ = wire.to_client()
-    assert [(f.kind, f.stream_id, len(f.data)) for f in frames] == [("DATA", 3, 40005 - (65535 - 40005))]
+    for f in frames:
+        got[f.stream_id] += f.data
+    assert got == {1: encode_message(message), 3: encode_message(message)}
 
 
 def test_window_growth_by_settings_releases_held_data() -> None:

@@ -1,15 +1,19 @@
-"""gRPC's wire protocol, server side, over HTTP/2 (the `h2` library), with no I/O.
+"""gRPC's wire protocol, server side, over HTTP/2 (libnghttp2), with no I/O.
 
 Every rule of how this server speaks gRPC lives in this module; the shell that
-owns the socket (`worker.py`) only feeds bytes in, acts on the events that come
+owns the socket (`grpcport.py`) only feeds bytes in, acts on the events that come
 out and writes what `data_to_send()` returns. It never reads a socket, never
 looks at a clock and knows nothing about etcd: a call is a path, messages in and
 messages out, and a status at the end.
 
-Why not gRPC's own server: grpc.aio hands every call through three or four
-threads (its poller, its completion queue, the event loop) and costs about
-300 us of CPU per call on this machine; HTTP/2 parsed by h2 on the event loop
-costs about a third of that (`benchmarks/README.md`).
+HTTP/2 itself (frames, HPACK, stream states, flow control, SETTINGS, PING,
+GOAWAY) is libnghttp2's, bound in `nghttp2.py` and driven sans-I/O through
+`nghttp2_session_mem_recv`/`mem_send`: its callbacks run only inside those calls,
+so they find their connection in `_current`. Why not gRPC's own server, or h2:
+grpc.aio hands every call through three or four threads and costs about 300 us
+of CPU per call; the pure-Python h2 cost about 300 us per unary call on its own
+when no other client shares the read; nghttp2 costs a small fraction of either
+(`benchmarks/README.md`).
 
 The rules (gRPC over HTTP/2, as grpc-go serves it):
 
@@ -28,30 +32,31 @@ The rules (gRPC over HTTP/2, as grpc-go serves it):
 * When the server ends a call whose request side is still open, it resets the
   stream with NO_ERROR afterwards (so the client stops sending), as grpc-go does.
 * Flow control: DATA never exceeds the client's windows. What does not fit
-  waits in the stream's queue, sent as the client's WINDOW_UPDATEs arrive, and
-  the trailers wait behind it. `send_message` says whether the message left at
-  once; `StreamWritable` says when a stream's queue has drained. Received
-  data is acknowledged at once (the shell bounds what it buffers: one request
-  per unary call; stream messages go straight to the core).
-* A client's RST_STREAM ends the call (`CallAborted`); a connection error or
-  GOAWAY from the client ends the connection (`ConnectionEnded`), after which
-  nothing more is read.
+  waits in the stream's queue, which nghttp2 reads as the client's
+  WINDOW_UPDATEs arrive, and the trailers wait behind it. `send_message` says
+  whether the message fits the windows at once; `StreamWritable` says when a
+  held stream's queue has drained. Received data is acknowledged at once
+  (nghttp2's automatic WINDOW_UPDATEs; the shell bounds what it buffers: one
+  request per unary call; stream messages go straight to the core).
+* A client's RST_STREAM ends the call (`CallAborted`); a call that begins and is
+  reset within one read is never reported at all. A connection error or GOAWAY
+  from the client ends the connection (`ConnectionEnded`), after which nothing
+  more is read.
+* Header fields over 64 KiB each are a connection error in nghttp2's HPACK
+  decoder (grpc-go fails only the call); no etcd client sends them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import struct
+import weakref
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
+from gifee.store import nghttp2
+from gifee.store.nghttp2 import HeaderList, lib, string_at
 
 
 class Status(enum.IntEnum):
@@ -86,14 +91,6 @@ MAX_HEADER_LIST = 16 * 1024 * 1024  # grpc-go's default: large metadata fails it
 
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
-_CONFIG = h2.config.H2Configuration(
-    client_side=False,
-    header_encoding=None,  # bytes in, bytes out: no decoding of every header on the hot path
-    validate_inbound_headers=False,
-    normalize_inbound_headers=False,
-    validate_outbound_headers=False,
-    normalize_outbound_headers=False,
-)
 _RESPONSE_HEADERS = ((b":status", b"200"), (b"content-type", b"application/grpc"))
 _OK_TRAILERS = ((b"grpc-status", b"0"),)
 
@@ -165,16 +162,190 @@ def status_headers(code: int, message: str) -> list[tuple[bytes, bytes]]:
     return headers
 
 
+_RESPONSE_NVA = HeaderList(_RESPONSE_HEADERS)
+_OK_TRAILERS_NVA = HeaderList(_OK_TRAILERS)
+# The request headers this server looks at, and where `_Request` keeps them.
+_WANTED = {b":path": 0, b"content-type": 1, b"grpc-timeout": 2, b"grpc-encoding": 3}
+
+
 class _Call:
-    __slots__ = ("buffer", "headers_sent", "request_open", "pending", "trailers", "done")
+    __slots__ = ("buffer", "headers_sent", "request_open", "pending", "sent", "trailers", "done", "deferred")
 
     def __init__(self, request_open: bool) -> None:
         self.buffer = bytearray()  # received bytes not yet a whole message
         self.headers_sent = False
         self.request_open = request_open
-        self.pending = bytearray()  # DATA waiting for the client's window
-        self.trailers: list[tuple[bytes, bytes]] | None = None  # waiting behind `pending`
+        self.pending = bytearray()  # framed messages that nghttp2 has not read yet, from `sent` on
+        self.sent = 0
+        self.trailers: HeaderList | None = None  # set by finish(): sent once `pending` is read
         self.done = False  # the server has ended the call (trailers sent or waiting)
+        self.deferred = False  # nghttp2 was told there is nothing to read: resume it on the next message
+
+
+# The connection whose nghttp2 call is running: nghttp2 calls back only from inside
+# mem_recv/mem_send, on this thread, so the callbacks need no registry.
+_current: ServerConnection | None = None
+
+
+def _on_begin_headers(session: int, frame: ctypes._Pointer[nghttp2.FrameHd], user_data: int) -> int:
+    conn = _current
+    if conn is None or conn.ended:
+        return 0
+    hd = frame.contents
+    # A HEADERS frame on a known stream is the client's trailers: nothing in them matters here.
+    conn._head = (
+        [b"", b"", b"", b"identity"]
+        if hd.type == nghttp2.HEADERS and hd.stream_id not in conn._calls
+        else None
+    )
+    return 0
+
+
+def _on_header(
+    session: int, frame: int, name: int, namelen: int, value: int, valuelen: int, flags: int, user_data: int
+) -> int:
+    conn = _current
+    if conn is None or conn._head is None:
+        return 0
+    slot = _WANTED.get(string_at(name, namelen))
+    if slot is not None:
+        conn._head[slot] = string_at(value, valuelen)
+    return 0
+
+
+def _on_frame_recv(session: int, frame: ctypes._Pointer[nghttp2.FrameHd], user_data: int) -> int:
+    conn = _current
+    if conn is None or conn.ended:
+        return 0
+    hd = frame.contents
+    kind = hd.type
+    try:
+        if kind == nghttp2.HEADERS:
+            head = conn._head
+            conn._head = None
+            if head is not None:
+                conn._request(hd.stream_id, head, bool(hd.flags & nghttp2.FLAG_END_STREAM))
+            elif hd.flags & nghttp2.FLAG_END_STREAM:
+                conn._request_ended(hd.stream_id)
+        elif kind == nghttp2.DATA:
+            if hd.flags & nghttp2.FLAG_END_STREAM:
+                conn._request_ended(hd.stream_id)
+        elif kind == nghttp2.GOAWAY:
+            conn._end_all()
+    except BaseException as e:  # noqa: BLE001 - re-raised by receive(), outside the C frames
+        conn._failure = e
+        return nghttp2.ERR_CALLBACK_FAILURE
+    return 0
+
+
+def _on_data_chunk_recv(
+    session: int, flags: int, stream_id: int, data: int, length: int, user_data: int
+) -> int:
+    conn = _current
+    if conn is None or conn.ended:
+        return 0
+    try:
+        conn._data(stream_id, string_at(data, length))
+    except BaseException as e:  # noqa: BLE001
+        conn._failure = e
+        return nghttp2.ERR_CALLBACK_FAILURE
+    return 0
+
+
+def _on_stream_close(session: int, stream_id: int, error_code: int, user_data: int) -> int:
+    conn = _current
+    if conn is None:
+        return 0
+    call = conn._calls.pop(stream_id, None)
+    if conn._resets:
+        conn._resets.pop(stream_id, None)
+    if call is not None:
+        conn._unsent -= len(call.pending) - call.sent
+        conn._blocked.discard(stream_id)
+        if conn._receiving:
+            conn._reset_in_read.add(stream_id)
+        if not call.done and not conn.ended:
+            conn._events.append(CallAborted(stream_id))
+    return 0
+
+
+def _read_response(
+    session: int, stream_id: int, buf: int, length: int, data_flags: int, source: int, user_data: int
+) -> int:
+    """nghttp2 asks for up to `length` bytes of a stream's DATA (its windows allow that much)."""
+    conn = _current
+    call = None if conn is None else conn._calls.get(stream_id)
+    if conn is None or call is None:
+        return nghttp2.ERR_DEFERRED
+    pending = call.pending
+    n = min(length, len(pending) - call.sent)
+    if n:
+        view = (ctypes.c_char * n).from_buffer(pending, call.sent)
+        ctypes.memmove(buf, view, n)
+        del view
+        call.sent += n
+        conn._unsent -= n
+        if call.sent == len(pending):
+            pending.clear()
+            call.sent = 0
+    if call.sent < len(pending):
+        return n
+    if call.trailers is not None:
+        nghttp2.set_data_flags(data_flags, nghttp2.DATA_FLAG_EOF | nghttp2.DATA_FLAG_NO_END_STREAM)
+        lib.nghttp2_submit_trailer(conn._session, stream_id, call.trailers.array, call.trailers.length)
+        call.trailers = None
+        conn._reset_if_open(stream_id, call)
+        return n
+    if stream_id in conn._blocked:
+        conn._blocked.discard(stream_id)
+        conn._events.append(StreamWritable(stream_id))
+    if n:
+        return n
+    call.deferred = True
+    return nghttp2.ERR_DEFERRED
+
+
+_CALLBACKS_KEEP = (
+    nghttp2.FrameCallback(_on_begin_headers),
+    nghttp2.HeaderCallback(_on_header),
+    nghttp2.FrameCallback(_on_frame_recv),
+    nghttp2.DataChunkRecvCallback(_on_data_chunk_recv),
+    nghttp2.StreamCloseCallback(_on_stream_close),
+)
+_PROVIDER = nghttp2.DataProvider()
+_PROVIDER.read_callback = nghttp2.DataSourceReadCallback(_read_response)
+
+
+def _session_callbacks() -> ctypes.c_void_p:
+    callbacks = ctypes.c_void_p()
+    if lib.nghttp2_session_callbacks_new(ctypes.byref(callbacks)) != 0:
+        raise MemoryError("nghttp2_session_callbacks_new")
+    begin, header, frame_recv, data_chunk, stream_close = _CALLBACKS_KEEP
+    lib.nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, begin)
+    lib.nghttp2_session_callbacks_set_on_header_callback(callbacks, header)
+    lib.nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, frame_recv)
+    lib.nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, data_chunk)
+    lib.nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, stream_close)
+    return callbacks
+
+
+def _session_options() -> ctypes.c_void_p:
+    option = ctypes.c_void_p()
+    if lib.nghttp2_option_new(ctypes.byref(option)) != 0:
+        raise MemoryError("nghttp2_option_new")
+    # HTTP messaging checks (pseudo-headers, content-length, te) are grpc-go's business as little as
+    # this server's: a request that is not gRPC gets its 415 or UNIMPLEMENTED here instead.
+    lib.nghttp2_option_set_no_http_messaging(option, 1)
+    return option
+
+
+_CALLBACKS = _session_callbacks()
+_OPTIONS = _session_options()
+_SETTINGS = (nghttp2.SettingsEntry * 3)(
+    nghttp2.SettingsEntry(nghttp2.SETTINGS_MAX_CONCURRENT_STREAMS, MAX_STREAMS),
+    nghttp2.SettingsEntry(nghttp2.SETTINGS_INITIAL_WINDOW_SIZE, RECEIVE_WINDOW),
+    nghttp2.SettingsEntry(nghttp2.SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST),
+)
 
 
 class ServerConnection:
@@ -182,20 +353,24 @@ class ServerConnection:
 
     def __init__(self, max_receive: int = DEFAULT_MAX_RECEIVE) -> None:
         self.max_receive = max_receive
-        self._h2 = h2.connection.H2Connection(_CONFIG)
-        self._h2.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
-            },
-        )
-        self._h2.decoder.max_header_list_size = MAX_HEADER_LIST
-        self._h2.initiate_connection()
-        self._h2.increment_flow_control_window(RECEIVE_WINDOW - 65535)
+        self._session = ctypes.c_void_p()
+        if lib.nghttp2_session_server_new2(ctypes.byref(self._session), _CALLBACKS, None, _OPTIONS) != 0:
+            raise MemoryError("nghttp2_session_server_new2")
+        weakref.finalize(self, lib.nghttp2_session_del, self._session)
+        lib.nghttp2_submit_settings(self._session, nghttp2.FLAG_NONE, _SETTINGS, len(_SETTINGS))
+        lib.nghttp2_session_set_local_window_size(self._session, nghttp2.FLAG_NONE, 0, RECEIVE_WINDOW)
         self._calls: dict[int, _Call] = {}
-        self._blocked: set[int] = set()  # streams with queued DATA
+        self._blocked: set[int] = set()  # streams whose queued DATA exceeded the windows
+        # Bytes queued on all streams that nghttp2 has not read: what the connection's window must cover.
+        self._unsent = 0
+        self._events: list[Event] = []
+        self._receiving = False  # inside mem_recv: a stream that closes now was closed by the client
+        self._reset_in_read: set[int] = set()  # calls the client closed while this read was handled
+        self._head: list[bytes] | None = None  # the request HEADERS being decoded
+        self._failure: BaseException | None = None
+        self._out = bytearray()
+        self._resets: dict[int, None] = {}  # streams to reset (NO_ERROR) after their final HEADERS
+        self._frame = ctypes.c_void_p()
         self.ended = False
 
     # ------------------------------------------------------------------ input
@@ -203,77 +378,42 @@ class ServerConnection:
     def receive(self, data: bytes) -> list[Event]:
         if self.ended:
             return []
-        out: list[Event] = []
+        global _current
+        _current = self
         try:
-            events = self._h2.receive_data(data)
-        except h2.exceptions.ProtocolError:
-            # h2 has queued the GOAWAY; every call on the connection is over.
-            self._end_all(out)
-            return out
-        # Resets first: h2 has handled the whole read already, so a stream the client reset in it
-        # is gone from h2 (and a later stream in the same read makes it unknown there), whatever
-        # the order of the events. Nothing may be sent on it, and a call that began in this read
-        # too is never started.
-        reset: set[int] = set()
-        for ev in events:
-            if type(ev) is h2.events.StreamReset:
-                sid = ev.stream_id
-                reset.add(sid)
-                call = self._calls.pop(sid, None)
-                self._blocked.discard(sid)
-                if call is not None and not call.done:
-                    out.append(CallAborted(sid))
-        for ev in events:
-            kind = type(ev)
-            if reset and getattr(ev, "stream_id", None) in reset:
-                if kind is h2.events.DataReceived and ev.flow_controlled_length:  # type: ignore[attr-defined]
-                    self._acknowledge(ev)  # type: ignore[arg-type]
-                continue
-            if kind is h2.events.DataReceived:
-                self._data(ev, out)  # type: ignore[arg-type]
-            elif kind is h2.events.RequestReceived:
-                self._request(ev, out)  # type: ignore[arg-type]
-            elif kind is h2.events.StreamEnded:
-                self._request_ended(ev.stream_id, out)  # type: ignore[attr-defined]
-            elif kind is h2.events.WindowUpdated:
-                sid = ev.stream_id  # type: ignore[attr-defined]
-                if sid:
-                    if sid in self._blocked:
-                        self._flush_stream(sid, out)
-                elif self._blocked:
-                    self._flush_blocked(out)
-            elif kind is h2.events.RemoteSettingsChanged and self._blocked:
-                self._flush_blocked(out)
-            elif kind is h2.events.ConnectionTerminated:
-                self._end_all(out)
-                return out
-        return out
+            self._receiving = True
+            used = lib.nghttp2_session_mem_recv(self._session, data, len(data))
+            self._receiving = False
+            if used >= 0:
+                # Serialized now, not at data_to_send: WINDOW_UPDATEs or SETTINGS may have let held DATA
+                # out (StreamWritable), and a connection error shows (want_read) once its GOAWAY is out.
+                self._pump()
+        finally:
+            _current = None
+            self._receiving = False
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+        if not self.ended and (used < 0 or not lib.nghttp2_session_want_read(self._session)):
+            self._end_all()  # a connection error: nghttp2 has queued its GOAWAY, if the preface was HTTP/2 at all
+        events = self._events
+        self._events = []
+        if self._reset_in_read:
+            events = _without_calls_begun_and_reset(events, self._reset_in_read)
+            self._reset_in_read = set()
+        return events
 
-    def _request(self, ev: h2.events.RequestReceived, out: list[Event]) -> None:
-        sid = ev.stream_id
-        assert sid is not None
-        path = b""
-        content_type = b""
-        timeout: float | None = None
-        encoding = b"identity"
-        for name, value in ev.headers or ():
-            if name == b":path":
-                path = bytes(value)
-            elif name == b"content-type":
-                content_type = bytes(value)
-            elif name == b"grpc-timeout":
-                timeout = parse_timeout(bytes(value))
-            elif name == b"grpc-encoding":
-                encoding = bytes(value)
-        ended = ev.stream_ended is not None
+    def _request(self, sid: int, head: list[bytes], ended: bool) -> None:
+        path, content_type, timeout, encoding = head
         call = _Call(request_open=not ended)
         self._calls[sid] = call
         if not _is_grpc(content_type):
             # grpc-go answers a request that is not gRPC with HTTP 415.
             call.done = True
-            self._send_headers(sid, ((b":status", b"415"), (b"content-type", b"text/plain")), end_stream=True)
+            call.headers_sent = True
+            refusal = HeaderList(((b":status", b"415"), (b"content-type", b"text/plain")))
+            lib.nghttp2_submit_response(self._session, sid, refusal.array, refusal.length, None)
             self._reset_if_open(sid, call)
-            self._calls.pop(sid, None)
             return
         if encoding != b"identity":
             # Refused before it starts: the application never hears of it.
@@ -283,25 +423,24 @@ class ServerConnection:
                 f'grpc: Decompressor is not installed for grpc-encoding "{encoding.decode("ascii", "replace")}"',
             )
             return
-        out.append(CallStarted(sid, path.decode("utf-8", "replace"), timeout))
+        self._events.append(
+            CallStarted(sid, path.decode("utf-8", "replace"), parse_timeout(timeout) if timeout else None)
+        )
         if ended:
-            out.append(RequestEnded(sid))
+            self._events.append(RequestEnded(sid))
 
-    def _data(self, ev: h2.events.DataReceived, out: list[Event]) -> None:
-        sid = ev.stream_id
-        assert sid is not None
+    def _data(self, sid: int, chunk: bytes) -> None:
         call = self._calls.get(sid)
-        if ev.flow_controlled_length:
-            self._acknowledge(ev)
         if call is None or call.done:
             return  # reset, or after the server's answer: the client's late bytes are dropped
         if call.buffer:
             # A message spread over DATA frames: gathered in place, not copied again per frame.
-            call.buffer += ev.data
+            call.buffer += chunk
             buf: bytes | bytearray = call.buffer
         else:
-            buf = ev.data
+            buf = chunk
         pos = 0
+        out = self._events
         while len(buf) - pos >= 5:
             flag, length = PREFIX.unpack_from(buf, pos)
             if length > self.max_receive:
@@ -326,155 +465,125 @@ class ServerConnection:
             del call.buffer[:pos]
         elif pos < len(buf):
             call.buffer = bytearray(buf[pos:])
-        if ev.stream_ended is not None:
-            self._request_ended(sid, out)
 
-    def _acknowledge(self, ev: h2.events.DataReceived) -> None:
-        # Also for a stream that is over: the connection's window must not shrink by late bytes.
-        try:
-            self._h2.acknowledge_received_data(ev.flow_controlled_length or 0, ev.stream_id or 0)
-        except h2.exceptions.ProtocolError:
-            pass
-
-    def _request_ended(self, sid: int, out: list[Event]) -> None:
+    def _request_ended(self, sid: int) -> None:
         call = self._calls.get(sid)
         if call is None or not call.request_open:
             return
         call.request_open = False
         if call.done:
-            self._forget_if_finished(sid, call)
             return
         if call.buffer:
             self.finish(sid, Status.INTERNAL, "grpc: the request ended inside a message")
-            out.append(CallAborted(sid))
+            self._events.append(CallAborted(sid))
             return
-        out.append(RequestEnded(sid))
+        self._events.append(RequestEnded(sid))
 
-    def _end_all(self, out: list[Event]) -> None:
+    def _end_all(self) -> None:
         self.ended = True
         for sid, call in self._calls.items():
             if not call.done:
-                out.append(CallAborted(sid))
+                self._events.append(CallAborted(sid))
         self._calls.clear()
         self._blocked.clear()
-        out.append(ConnectionEnded())
+        self._events.append(ConnectionEnded())
 
     # ------------------------------------------------------------------ output
 
     def send_message(self, sid: int, data: bytes) -> bool:
-        """Queue one message; True if it went out whole (not held by flow control)."""
+        """Queue one message; True if the client's windows let all that is queued on the call out now."""
         call = self._calls.get(sid)
-        if call is None or call.done:
+        if call is None or call.done or self.ended:
             return True  # the call is gone (reset by the client): nothing to wait for
+        call.pending += PREFIX.pack(0, len(data))
+        call.pending += data
+        self._unsent += len(data) + 5
         if not call.headers_sent:
             call.headers_sent = True
-            self._send_headers(sid, _RESPONSE_HEADERS)
-        framed = encode_message(data)
-        if call.pending:
-            call.pending += framed
+            lib.nghttp2_submit_response(
+                self._session, sid, _RESPONSE_NVA.array, _RESPONSE_NVA.length, ctypes.byref(_PROVIDER)
+            )
+        elif call.deferred:
+            call.deferred = False
+            lib.nghttp2_session_resume_data(self._session, sid)
+        if sid in self._blocked:
             return False
-        return self._push(sid, call, framed)
+        session = self._session
+        stream_window = lib.nghttp2_session_get_stream_remote_window_size(session, sid)
+        if len(call.pending) - call.sent <= stream_window and self._unsent <= (
+            lib.nghttp2_session_get_remote_window_size(session)
+        ):
+            return True
+        self._blocked.add(sid)
+        return False
 
     def finish(self, sid: int, code: int = Status.OK, message: str = "") -> None:
         """End the call with a status (after any messages still waiting for the window)."""
         call = self._calls.get(sid)
-        if call is None or call.done:
+        if call is None or call.done or self.ended:
             return
         call.done = True
         if not call.headers_sent:
             call.headers_sent = True
-            headers = list(_RESPONSE_HEADERS) + status_headers(code, message)
-            self._send_headers(sid, headers, end_stream=True)
-            self._after_end(sid, call)
+            headers = HeaderList(_RESPONSE_HEADERS + tuple(status_headers(code, message)))
+            lib.nghttp2_submit_response(self._session, sid, headers.array, headers.length, None)
+            self._reset_if_open(sid, call)
             return
-        trailers = list(_OK_TRAILERS) if code == Status.OK and not message else status_headers(code, message)
-        if call.pending:
-            call.trailers = trailers
-            return
-        self._send_headers(sid, trailers, end_stream=True)
-        self._after_end(sid, call)
+        call.trailers = (
+            _OK_TRAILERS_NVA
+            if code == Status.OK and not message
+            else HeaderList(status_headers(code, message))
+        )
+        if call.deferred:
+            call.deferred = False
+            lib.nghttp2_session_resume_data(self._session, sid)
 
     def data_to_send(self) -> bytes:
-        return self._h2.data_to_send()
+        global _current
+        _current = self
+        try:
+            self._pump()
+        finally:
+            _current = None
+        out = bytes(self._out)
+        self._out.clear()
+        return out
 
     def close(self) -> None:
         """Say goodbye (GOAWAY); the shell closes the socket after writing it."""
         if not self.ended:
             self.ended = True
-            self._h2.close_connection()
+            lib.nghttp2_session_terminate_session(self._session, nghttp2.NO_ERROR)
 
-    # ------------------------------------------------------------------ flow control
+    # ------------------------------------------------------------------ inside
 
-    def _push(self, sid: int, call: _Call, data: bytes) -> bool:
-        """Send what the windows allow of a new message; queue the rest. True if nothing is left."""
-        h = self._h2
-        try:
-            room = min(h.local_flow_control_window(sid), h.max_outbound_frame_size)
-            if len(data) <= room:  # the usual case: one DATA frame, no copy
-                h.send_data(sid, data)
-                return True
-            call.pending += data
-            return self._drain(sid, call)
-        except h2.exceptions.ProtocolError:
-            return True  # the stream is gone in h2 (reset in the read being handled)
-
-    def _drain(self, sid: int, call: _Call) -> bool:
-        """Send from the stream's queue what the windows allow. True if the queue is empty."""
-        h = self._h2
-        pending = call.pending
-        while pending:
-            room = min(h.local_flow_control_window(sid), h.max_outbound_frame_size, len(pending))
-            if room <= 0:
-                self._blocked.add(sid)
-                return False
-            h.send_data(sid, bytes(pending[:room]))
-            del pending[:room]
-        self._blocked.discard(sid)
-        return True
-
-    def _flush_blocked(self, out: list[Event]) -> None:
-        for sid in list(self._blocked):
-            self._flush_stream(sid, out)
-
-    def _flush_stream(self, sid: int, call_out: list[Event]) -> None:
-        call = self._calls.get(sid)
-        if call is None:
-            self._blocked.discard(sid)
-            return
-        try:
-            if not self._drain(sid, call):
-                return
-        except h2.exceptions.ProtocolError:
-            call.pending.clear()
-            self._blocked.discard(sid)
-            return
-        if call.trailers is not None:
-            self._send_headers(sid, call.trailers, end_stream=True)
-            call.trailers = None
-            self._after_end(sid, call)
-        else:
-            call_out.append(StreamWritable(sid))
-
-    def _send_headers(self, sid: int, headers: Any, end_stream: bool = False) -> None:
-        # The client may have reset the stream in the same read that made the server answer it
-        # (h2 handles a whole read before the events are looked at): then there is no one to tell.
-        try:
-            self._h2.send_headers(sid, headers, end_stream=end_stream)
-        except h2.exceptions.ProtocolError:  # StreamClosedError, StreamIDTooLowError
-            pass
-
-    def _after_end(self, sid: int, call: _Call) -> None:
-        self._reset_if_open(sid, call)
-        self._forget_if_finished(sid, call)
+    def _pump(self) -> None:
+        """Move what nghttp2 has to send into `_out` (it serializes one frame per call)."""
+        session = self._session
+        frame = self._frame
+        ref = ctypes.byref(frame)
+        out = self._out
+        while True:
+            n = lib.nghttp2_session_mem_send(session, ref)
+            if n > 0:
+                out += string_at(frame.value, n)  # type: ignore[arg-type]
+                continue
+            if n < 0 or not self._resets:
+                break
+            # Every final HEADERS is out now: nghttp2 would drop one still queued behind a reset.
+            for sid in self._resets:
+                lib.nghttp2_submit_rst_stream(session, nghttp2.FLAG_NONE, sid, nghttp2.NO_ERROR)
+            self._resets.clear()
 
     def _reset_if_open(self, sid: int, call: _Call) -> None:
         if call.request_open:
             call.request_open = False
-            try:
-                self._h2.reset_stream(sid, h2.errors.ErrorCodes.NO_ERROR)
-            except h2.exceptions.ProtocolError:
-                pass
+            self._resets[sid] = None  # once the final HEADERS has been serialized (see _pump)
 
-    def _forget_if_finished(self, sid: int, call: _Call) -> None:
-        if call.done and not call.request_open and not call.pending and call.trailers is None:
-            self._calls.pop(sid, None)
+
+def _without_calls_begun_and_reset(events: list[Event], reset: set[int]) -> list[Event]:
+    """Drop every event of a call that both began and was reset in this read: it never starts."""
+    gone = {e.stream_id for e in events if type(e) is CallStarted and e.stream_id in reset}
+    if not gone:
+        return events
+    return [e for e in events if getattr(e, "stream_id", None) not in gone]
