@@ -50,9 +50,27 @@ class Link:
         # Connections with answers to write: written once per batch of answers, so the replies
         # that arrive together for one client connection leave in one write.
         self.dirty: set[GrpcConnection] = set()
+        self._loop = asyncio.get_running_loop()
+        self._flush_scheduled = False
 
     def send(self, kind: int, call_id: int, payload: bytes = b"") -> None:
         raise NotImplementedError
+
+    def has_queued(self) -> bool:
+        """Frames for the core wait to be written at the end of this loop iteration."""
+        return False
+
+    def flush_soon(self, conn: GrpcConnection | None = None) -> None:
+        """Write the dirty connections (and `conn`) after the callbacks already queued in this iteration."""
+        if conn is not None:
+            self.dirty.add(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._flush_scheduled = False
+        self.flush_dirty()
 
     def _new_id(self) -> int:
         call_id = self._next_id
@@ -104,23 +122,15 @@ class LocalLink(Link):
 
     def __init__(self, table: list[Method], limit: int) -> None:
         super().__init__()
-        self._loop = asyncio.get_running_loop()
         self._core = ipc.CoreConnection(table, limit, deliver=self._deliver)
-        self._flush_scheduled = False
 
     def send(self, kind: int, call_id: int, payload: bytes = b"") -> None:
         self._core.handle(kind, call_id, payload)
 
     def _deliver(self, kind: int, call_id: int, payload: bytes) -> None:
         self.route(kind, call_id, payload)
-        if self.dirty and not self._flush_scheduled:
-            # After the other answers of this loop iteration (a batch's puts complete together).
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        self.flush_dirty()
+        if self.dirty:
+            self.flush_soon()  # after the other answers of this loop iteration (a batch's puts complete together)
 
     def close(self) -> None:
         self._core.connection_lost(None)
@@ -199,7 +209,12 @@ class GrpcConnection(asyncio.Protocol):
                 self.flush()
                 if self._transport is not None:
                     self._transport.close()
-        self.flush()
+        if self._link.has_queued():
+            # This read's requests leave for the core first: what the client gets now (a PING's ACK,
+            # WINDOW_UPDATEs) is not worth delaying them by a write.
+            self._link.flush_soon(self)
+        else:
+            self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         for sid in list(self._calls):

@@ -155,6 +155,11 @@ class FrameWriter:
             self._loop.call_soon(self._end_burst)
         self._out.append(HEADER.pack(len(payload), call_id, kind) + payload)
 
+    @property
+    def pending(self) -> bool:
+        """Frames wait for the end of this loop iteration's burst."""
+        return bool(self._out)
+
     def _end_burst(self) -> None:
         if self._out:
             data = b"".join(self._out)

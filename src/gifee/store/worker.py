@@ -35,7 +35,6 @@ class CoreLink(grpcport.Link, asyncio.BufferedProtocol):
 
     def __init__(self) -> None:
         super().__init__()
-        self._loop = asyncio.get_running_loop()
         self._reader = ipc.FrameReader()
         self._writer: ipc.FrameWriter | None = None
         self.table: asyncio.Future[list[list[str]]] = self._loop.create_future()
@@ -64,6 +63,9 @@ class CoreLink(grpcport.Link, asyncio.BufferedProtocol):
     def send(self, kind: int, call_id: int, payload: bytes = b"") -> None:
         assert self._writer is not None
         self._writer.send(kind, call_id, payload)
+
+    def has_queued(self) -> bool:
+        return self._writer is not None and self._writer.pending
 
 
 def _unix_address(address: str) -> str:
