@@ -166,6 +166,7 @@ _RESPONSE_NVA = HeaderList(_RESPONSE_HEADERS)
 _OK_TRAILERS_NVA = HeaderList(_OK_TRAILERS)
 # The request headers this server looks at, and where `_Request` keeps them.
 _WANTED = {b":path": 0, b"content-type": 1, b"grpc-timeout": 2, b"grpc-encoding": 3}
+_WANTED_LENGTHS = frozenset(len(name) for name in _WANTED)  # the other headers are not even copied
 
 
 class _Call:
@@ -206,6 +207,8 @@ def _on_header(
 ) -> int:
     conn = _current
     if conn is None or conn._head is None:
+        return 0
+    if namelen not in _WANTED_LENGTHS:
         return 0
     slot = _WANTED.get(string_at(name, namelen))
     if slot is not None:
