@@ -961,3 +961,64 @@ def test_call_begun_and_reset_in_one_read_never_starts() -> None:
     wire.to_client()
     assert wire.client.outbound_flow_control_window > RECEIVE_WINDOW - len(framed)  # given back
     assert wire.start(3, b"next") == [CallStarted(3, PUT, None), MessageReceived(3, b"next"), RequestEnded(3)]
+
+
+# ---------------------------------------------------------------------- found in review of the nghttp2 port
+
+
+def test_stream_drained_while_serializing_is_reported_by_take_events() -> None:
+    """A held stream that drains during data_to_send() (not during a receive) is reported by take_events()."""
+    wire = Wire(client_window=100)
+    wire.start(1, end=False)
+    wire.start(3, end=False)
+    assert wire.server.send_message(1, bytes(70000)) is False  # held by stream 1's own window
+    wire.to_client()
+    assert wire.server.send_message(3, b"x" * 10) is False  # the connection's share counts stream 1's bytes
+    frames, _ = wire.to_client()
+    assert [(f.kind, f.stream_id, len(f.data)) for f in frames] == [("HEADERS", 3, 0), ("DATA", 3, 15)]
+    assert wire.server.take_events() == [StreamWritable(3)]
+    assert wire.server.take_events() == []
+
+
+def test_trailers_go_when_the_last_data_used_the_whole_window() -> None:
+    """DATA that filled the client's window exactly: finish() still sends the trailers (they need no window)."""
+    wire = Wire(client_window=100)
+    wire.start(1)
+    assert wire.server.send_message(1, bytes(95)) is True  # 100 bytes framed
+    frames, _ = wire.to_client()
+    assert [(f.kind, len(f.data)) for f in frames] == [("HEADERS", 0), ("DATA", 100)]
+    wire.server.finish(1, Status.OK)
+    frames, events = wire.to_client()
+    assert [(f.kind, f.flags) for f in frames] == [("HEADERS", frozenset({"END_HEADERS", "END_STREAM"}))]
+    assert headers_of(events, h2.events.TrailersReceived) == [(b"grpc-status", b"0")]
+
+
+def test_a_failure_inside_a_callback_is_raised_by_receive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception in the code nghttp2 calls back does not vanish in the C frames: receive() raises it."""
+    wire = Wire()
+
+    def broken(sid: int, chunk: bytes) -> None:
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(wire.server, "_data", broken)
+    with pytest.raises(RuntimeError, match="broken"):
+        wire.start(1, b"x")
+
+
+def test_many_cancelled_calls_do_not_end_the_connection() -> None:
+    """2,000 calls opened and reset by the client (deadlines, say): the connection goes on, as with grpc-go."""
+    wire = Wire()
+    for sid in range(1, 4001, 2):
+        wire.client.send_headers(sid, request_headers())
+        wire.client.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+        if sid % 101 == 0:
+            wire.to_server()
+            wire.to_client()
+    wire.to_server()
+    wire.to_client()
+    assert not wire.server.ended
+    assert wire.start(4001, b"next") == [
+        CallStarted(4001, PUT, None),
+        MessageReceived(4001, b"next"),
+        RequestEnded(4001),
+    ]

@@ -114,7 +114,7 @@ class Link:
         if self.dirty:
             dirty, self.dirty = self.dirty, set()
             for conn in dirty:
-                conn.flush()
+                conn.flush_safely()
 
 
 class LocalLink(Link):
@@ -193,7 +193,16 @@ class GrpcConnection(asyncio.Protocol):
                 self._transport.abort()
 
     def _handle(self, data: bytes) -> None:
-        for ev in self._wire.receive(data):
+        self._dispatch(self._wire.receive(data))
+        if self._link.has_queued():
+            # This read's requests leave for the core first: what the client gets now (a PING's ACK,
+            # WINDOW_UPDATEs) is not worth delaying them by a write.
+            self._link.flush_soon(self)
+        else:
+            self.flush()
+
+    def _dispatch(self, events: list[grpcwire.Event]) -> None:
+        for ev in events:
             kind = type(ev)
             if kind is grpcwire.MessageReceived:
                 self._message(ev.stream_id, ev.data)  # type: ignore[union-attr]
@@ -209,12 +218,6 @@ class GrpcConnection(asyncio.Protocol):
                 self.flush()
                 if self._transport is not None:
                     self._transport.close()
-        if self._link.has_queued():
-            # This read's requests leave for the core first: what the client gets now (a PING's ACK,
-            # WINDOW_UPDATEs) is not worth delaying them by a write.
-            self._link.flush_soon(self)
-        else:
-            self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         for sid in list(self._calls):
@@ -232,6 +235,18 @@ class GrpcConnection(asyncio.Protocol):
         data = self._wire.data_to_send()
         if data and self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
+        events = self._wire.take_events()
+        if events:
+            self._dispatch(events)  # a held stream that drained as its DATA was serialized
+
+    def flush_safely(self) -> None:
+        """`flush`, failing this connection only (for the link, which flushes many at once)."""
+        try:
+            self.flush()
+        except Exception:
+            log.exception("a gRPC connection failed")
+            if self._transport is not None:
+                self._transport.abort()
 
     # ------------------------------------------------------------------ calls
 

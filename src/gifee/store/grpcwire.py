@@ -87,6 +87,8 @@ DEFAULT_MAX_RECEIVE = 64 * 1024 * 1024
 # limit) or a burst of puts on one connection never waits for a WINDOW_UPDATE.
 RECEIVE_WINDOW = 16 * 1024 * 1024
 MAX_STREAMS = 2**31 - 1  # etcd's is effectively unlimited too (math.MaxUint32)
+STREAM_RESET_BURST = 100_000  # client resets allowed at once, then STREAM_RESET_RATE a second
+STREAM_RESET_RATE = 10_000
 MAX_HEADER_LIST = 16 * 1024 * 1024  # grpc-go's default: large metadata fails its call, not the connection
 
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
@@ -188,17 +190,25 @@ class _Call:
 _current: ServerConnection | None = None
 
 
+def _failed(conn: ServerConnection, exc: BaseException) -> int:
+    # An exception must not unwind through nghttp2's C frames (ctypes would print it and hand
+    # nghttp2 an undefined result): kept, the call fails, and receive() or data_to_send() raises it.
+    if conn._failure is None:
+        conn._failure = exc
+    return nghttp2.ERR_CALLBACK_FAILURE
+
+
 def _on_begin_headers(session: int, frame: ctypes._Pointer[nghttp2.FrameHd], user_data: int) -> int:
     conn = _current
     if conn is None or conn.ended:
         return 0
-    hd = frame.contents
-    # A HEADERS frame on a known stream is the client's trailers: nothing in them matters here.
-    conn._head = (
-        [b"", b"", b"", b"identity"]
-        if hd.type == nghttp2.HEADERS and hd.stream_id not in conn._calls
-        else None
-    )
+    try:
+        hd = frame.contents
+        # A HEADERS frame on a known stream is the client's trailers: nothing in them matters here.
+        known = hd.type != nghttp2.HEADERS or hd.stream_id in conn._calls
+        conn._head = None if known else [b"", b"", b"", b"identity"]
+    except BaseException as e:
+        return _failed(conn, e)
     return 0
 
 
@@ -206,13 +216,14 @@ def _on_header(
     session: int, frame: int, name: int, namelen: int, value: int, valuelen: int, flags: int, user_data: int
 ) -> int:
     conn = _current
-    if conn is None or conn._head is None:
+    if conn is None or conn._head is None or namelen not in _WANTED_LENGTHS:
         return 0
-    if namelen not in _WANTED_LENGTHS:
-        return 0
-    slot = _WANTED.get(string_at(name, namelen))
-    if slot is not None:
-        conn._head[slot] = string_at(value, valuelen)
+    try:
+        slot = _WANTED.get(string_at(name, namelen))
+        if slot is not None:
+            conn._head[slot] = string_at(value, valuelen)
+    except BaseException as e:
+        return _failed(conn, e)
     return 0
 
 
@@ -220,9 +231,9 @@ def _on_frame_recv(session: int, frame: ctypes._Pointer[nghttp2.FrameHd], user_d
     conn = _current
     if conn is None or conn.ended:
         return 0
-    hd = frame.contents
-    kind = hd.type
     try:
+        hd = frame.contents
+        kind = hd.type
         if kind == nghttp2.HEADERS:
             head = conn._head
             conn._head = None
@@ -235,9 +246,8 @@ def _on_frame_recv(session: int, frame: ctypes._Pointer[nghttp2.FrameHd], user_d
                 conn._request_ended(hd.stream_id)
         elif kind == nghttp2.GOAWAY:
             conn._end_all()
-    except BaseException as e:  # noqa: BLE001 - re-raised by receive(), outside the C frames
-        conn._failure = e
-        return nghttp2.ERR_CALLBACK_FAILURE
+    except BaseException as e:
+        return _failed(conn, e)
     return 0
 
 
@@ -249,9 +259,8 @@ def _on_data_chunk_recv(
         return 0
     try:
         conn._data(stream_id, string_at(data, length))
-    except BaseException as e:  # noqa: BLE001
-        conn._failure = e
-        return nghttp2.ERR_CALLBACK_FAILURE
+    except BaseException as e:
+        return _failed(conn, e)
     return 0
 
 
@@ -259,16 +268,19 @@ def _on_stream_close(session: int, stream_id: int, error_code: int, user_data: i
     conn = _current
     if conn is None:
         return 0
-    call = conn._calls.pop(stream_id, None)
-    if conn._resets:
-        conn._resets.pop(stream_id, None)
-    if call is not None:
-        conn._unsent -= len(call.pending) - call.sent
-        conn._blocked.discard(stream_id)
-        if conn._receiving:
-            conn._reset_in_read.add(stream_id)
-        if not call.done and not conn.ended:
-            conn._events.append(CallAborted(stream_id))
+    try:
+        call = conn._calls.pop(stream_id, None)
+        if conn._resets:
+            conn._resets.pop(stream_id, None)
+        if call is not None:
+            conn._unsent -= len(call.pending) - call.sent
+            conn._blocked.discard(stream_id)
+            if conn._receiving:
+                conn._reset_in_read.add(stream_id)
+            if not call.done and not conn.ended:
+                conn._events.append(CallAborted(stream_id))
+    except BaseException as e:
+        return _failed(conn, e)
     return 0
 
 
@@ -277,8 +289,17 @@ def _read_response(
 ) -> int:
     """nghttp2 asks for up to `length` bytes of a stream's DATA (its windows allow that much)."""
     conn = _current
-    call = None if conn is None else conn._calls.get(stream_id)
-    if conn is None or call is None:
+    if conn is None:
+        return nghttp2.ERR_DEFERRED
+    try:
+        return _read_call(conn, stream_id, buf, length, data_flags)
+    except BaseException as e:
+        return _failed(conn, e)
+
+
+def _read_call(conn: ServerConnection, stream_id: int, buf: int, length: int, data_flags: int) -> int:
+    call = conn._calls.get(stream_id)
+    if call is None:
         return nghttp2.ERR_DEFERRED
     pending = call.pending
     n = min(length, len(pending) - call.sent)
@@ -339,6 +360,18 @@ def _session_options() -> ctypes.c_void_p:
     # HTTP messaging checks (pseudo-headers, content-length, te) are grpc-go's business as little as
     # this server's: a request that is not gRPC gets its 415 or UNIMPLEMENTED here instead.
     lib.nghttp2_option_set_no_http_messaging(option, 1)
+    # Limits newer than 1.52 that Debian's 1.52 carries as security fixes (they may be absent):
+    # RST_STREAM floods (CVE-2023-44487) and CONTINUATION floods (CVE-2024-28182). Their defaults
+    # (1,000 resets then 33 a second; 8 CONTINUATIONs) would end connections that grpc-go keeps:
+    # clients whose deadlines cancel many calls, large metadata.
+    if hasattr(lib, "nghttp2_option_set_stream_reset_rate_limit"):
+        fn = lib.nghttp2_option_set_stream_reset_rate_limit
+        fn.restype, fn.argtypes = None, [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
+        fn(option, STREAM_RESET_BURST, STREAM_RESET_RATE)
+    if hasattr(lib, "nghttp2_option_set_max_continuations"):
+        fn = lib.nghttp2_option_set_max_continuations
+        fn.restype, fn.argtypes = None, [ctypes.c_void_p, ctypes.c_size_t]
+        fn(option, MAX_HEADER_LIST // 16384)
     return option
 
 
@@ -532,25 +565,40 @@ class ServerConnection:
             lib.nghttp2_submit_response(self._session, sid, headers.array, headers.length, None)
             self._reset_if_open(sid, call)
             return
-        call.trailers = (
+        trailers = (
             _OK_TRAILERS_NVA
             if code == Status.OK and not message
             else HeaderList(status_headers(code, message))
         )
-        if call.deferred:
-            call.deferred = False
-            lib.nghttp2_session_resume_data(self._session, sid)
+        if call.sent < len(call.pending):
+            call.trailers = trailers  # sent by _read_call after the last of the DATA
+            return
+        # All DATA is out already: nghttp2 may not ask for more (it does not while the client's window
+        # is shut), and the trailers need no window. Its data item stays idle until the stream closes.
+        call.deferred = False
+        lib.nghttp2_submit_trailer(self._session, sid, trailers.array, trailers.length)
+        self._reset_if_open(sid, call)
 
     def data_to_send(self) -> bytes:
+        """The bytes to write; afterwards `take_events()` has what serializing them brought about."""
         global _current
         _current = self
         try:
             self._pump()
         finally:
             _current = None
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
         out = bytes(self._out)
         self._out.clear()
         return out
+
+    def take_events(self) -> list[Event]:
+        """Events that arose outside `receive` (a held stream drained while its DATA was serialized)."""
+        events = self._events
+        self._events = []
+        return events
 
     def close(self) -> None:
         """Say goodbye (GOAWAY); the shell closes the socket after writing it."""
@@ -571,7 +619,13 @@ class ServerConnection:
             if n > 0:
                 out += string_at(frame.value, n)  # type: ignore[arg-type]
                 continue
-            if n < 0 or not self._resets:
+            if n < 0:
+                # Only fatal errors come back here (a callback's failure, no memory): the session is
+                # unusable, so is the connection.
+                if not self.ended:
+                    self._end_all()
+                break
+            if not self._resets:
                 break
             # Every final HEADERS is out now: nghttp2 would drop one still queued behind a reset.
             for sid in self._resets:
