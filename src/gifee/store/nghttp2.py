@@ -31,14 +31,10 @@ from ctypes import (
 
 SONAME = "libnghttp2.so.14"
 
-# Frame types (RFC 9113 section 6).
+# Frame types (RFC 9113 section 6) that grpcwire looks at.
 DATA = 0
 HEADERS = 1
-RST_STREAM = 3
-SETTINGS = 4
-PING = 6
 GOAWAY = 7
-WINDOW_UPDATE = 8
 
 FLAG_NONE = 0
 FLAG_END_STREAM = 0x01
@@ -47,7 +43,6 @@ DATA_FLAG_EOF = 0x01
 DATA_FLAG_NO_END_STREAM = 0x02
 
 NO_ERROR = 0
-PROTOCOL_ERROR = 1
 
 SETTINGS_MAX_CONCURRENT_STREAMS = 3
 SETTINGS_INITIAL_WINDOW_SIZE = 4
@@ -181,4 +176,3 @@ def set_data_flags(address: int, flags: int) -> None:
 
 
 string_at = ctypes.string_at
-memmove = ctypes.memmove
