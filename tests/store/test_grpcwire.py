@@ -34,6 +34,7 @@ from gifee.store.grpcwire import (
     Status,
     StreamWritable,
     encode_message,
+    only_ping_acks,
     parse_timeout,
     status_headers,
 )
@@ -1022,3 +1023,34 @@ def test_many_cancelled_calls_do_not_end_the_connection() -> None:
         MessageReceived(4001, b"next"),
         RequestEnded(4001),
     ]
+
+
+# --------------------------------------------------------------------------- PING ACKs held by the shell
+
+
+def _ping(opaque: bytes = b"12345678", ack: bool = False) -> bytes:
+    return hyperframe.frame.PingFrame(0, opaque_data=opaque, flags=["ACK"] if ack else []).serialize()
+
+
+def test_only_ping_acks_is_true_for_acks_alone() -> None:
+    assert only_ping_acks(_ping(ack=True))
+    assert only_ping_acks(_ping(b"aaaaaaaa", ack=True) + _ping(b"bbbbbbbb", ack=True))
+
+
+def test_only_ping_acks_is_false_for_anything_else() -> None:
+    ack = _ping(ack=True)
+    window = hyperframe.frame.WindowUpdateFrame(0, window_increment=1000).serialize()
+    data = hyperframe.frame.DataFrame(1, data=b"x").serialize()
+    assert not only_ping_acks(b"")
+    assert not only_ping_acks(_ping())  # a PING of our own would want its answer now
+    assert not only_ping_acks(ack + window)
+    assert not only_ping_acks(data + ack)
+    assert not only_ping_acks(ack[:12])  # cut short
+
+
+def test_a_ping_answered_by_the_server_is_an_ack_alone() -> None:
+    wire = Wire()
+    wire.to_server(_ping(b"abcdefgh"))
+    out = wire.server.data_to_send()
+    assert only_ping_acks(out)
+    assert [f.kind for f in parse_frames(out)] == ["PING"]

@@ -40,6 +40,9 @@ KEEPALIVE_TIMEOUT = 20  # s: etcd's --grpc-keepalive-timeout default
 
 OnFrame = Callable[[int, bytes], None]
 
+# How long a PING's ACK may wait to leave with the connection's next answer (see `GrpcConnection.flush`).
+ACK_HOLD = 0.002  # s
+
 
 class Link:
     """Numbered calls to the core; each call's frames routed back to its callback."""
@@ -161,6 +164,8 @@ class GrpcConnection(asyncio.Protocol):
         self._calls: dict[int, _Call] = {}
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
+        self._held = b""  # PING ACKs waiting for the next write
+        self._held_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
@@ -223,6 +228,9 @@ class GrpcConnection(asyncio.Protocol):
         for sid in list(self._calls):
             self._aborted(sid)
         self._transport = None
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
 
     def close(self) -> None:
         """Say goodbye (GOAWAY) and close; the calls still open are cancelled in the core."""
@@ -234,10 +242,32 @@ class GrpcConnection(asyncio.Protocol):
     def flush(self) -> None:
         data = self._wire.data_to_send()
         if data and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+            if grpcwire.only_ping_acks(data):
+                # A lone ACK would cost a write of its own (grpc-go pings after each answer it
+                # reads): it waits, a moment at most, for the next answer's write.
+                self._held += data
+                if self._held_timer is None:
+                    self._held_timer = self._loop.call_later(ACK_HOLD, self._release_held)
+            else:
+                if self._held:
+                    data = self._held + data
+                    self._release_timer()
+                self._transport.write(data)
         events = self._wire.take_events()
         if events:
             self._dispatch(events)  # a held stream that drained as its DATA was serialized
+
+    def _release_timer(self) -> None:
+        self._held = b""
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+
+    def _release_held(self) -> None:
+        self._held_timer = None
+        held, self._held = self._held, b""
+        if held and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(held)
 
     def flush_safely(self) -> None:
         """`flush`, failing this connection only (for the link, which flushes many at once)."""

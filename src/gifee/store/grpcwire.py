@@ -91,6 +91,10 @@ STREAM_RESET_BURST = 100_000  # client resets allowed at once, then STREAM_RESET
 STREAM_RESET_RATE = 10_000
 MAX_HEADER_LIST = 16 * 1024 * 1024  # grpc-go's default: large metadata fails its call, not the connection
 
+_FRAME_HEAD = 9  # HTTP/2 frame header: length (3), type, flags, stream id (4)
+_PING = 0x6
+_ACK = 0x1
+
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 _RESPONSE_HEADERS = ((b":status", b"200"), (b"content-type", b"application/grpc"))
@@ -636,6 +640,22 @@ class ServerConnection:
         if call.request_open:
             call.request_open = False
             self._resets[sid] = None  # once the final HEADERS has been serialized (see _pump)
+
+
+def only_ping_acks(data: bytes) -> bool:
+    """Whether `data` (whole frames, as `data_to_send` returns them) is nothing but PING ACKs.
+
+    The shell may hold those back a moment to write them with the next answer: a client
+    such as grpc-go pings after each DATA it receives (its BDP estimator), and answering
+    each ping in a write of its own costs the server a TCP write per call.
+    """
+    pos = 0
+    end = len(data)
+    while pos < end:
+        if end - pos < _FRAME_HEAD or data[pos + 3] != _PING or not data[pos + 4] & _ACK:
+            return False
+        pos += _FRAME_HEAD + int.from_bytes(data[pos : pos + 3], "big")
+    return pos == end and end > 0
 
 
 def _without_calls_begun_and_reset(events: list[Event], reset: set[int]) -> list[Event]:

@@ -1,0 +1,126 @@
+"""`GrpcConnection` holds a PING's ACK back a moment, to leave in the same write as the next answer.
+
+grpc-go (etcd's clients, kvbench) pings after every DATA it reads; answering each ping in
+a TCP write of its own costs a write per call. These tests drive one connection in memory
+(an h2 client, a transport that records writes, a link that records what would go to the core)
+and check that no ACK is lost, none is late by more than `ACK_HOLD`, and a held ACK goes
+out first in the next write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import hyperframe.frame
+
+from gifee.store import grpcport, ipc
+from gifee.store.grpcwire import encode_message
+from gifee.store.handlers import UNARY
+from tests.store.test_grpcwire import parse_frames
+
+PUT = "/etcdserverpb.KV/Put"
+HEADERS = [
+    (b":method", b"POST"),
+    (b":scheme", b"http"),
+    (b":path", PUT.encode()),
+    (b":authority", b"test"),
+    (b"content-type", b"application/grpc"),
+    (b"te", b"trailers"),
+]
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def close(self) -> None:
+        pass
+
+
+class RecordingLink(grpcport.Link):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[int, int, bytes]] = []
+
+    def send(self, kind: int, call_id: int, payload: bytes = b"") -> None:
+        self.sent.append((kind, call_id, payload))
+
+
+def _connection() -> tuple[
+    grpcport.GrpcConnection, RecordingTransport, RecordingLink, h2.connection.H2Connection
+]:
+    link = RecordingLink()
+    conn = grpcport.GrpcConnection(link, grpcport.method_paths([["etcdserverpb.KV", "Put", UNARY]]), 1 << 20)
+    transport = RecordingTransport()
+    conn.connection_made(transport)
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    conn.data_received(client.data_to_send())
+    client.receive_data(b"".join(transport.writes))
+    conn.data_received(client.data_to_send())  # the client's SETTINGS ACK
+    transport.writes.clear()
+    return conn, transport, link, client
+
+
+def _kinds(data: bytes) -> list[str]:
+    return [f.kind for f in parse_frames(data) if f.kind not in ("SETTINGS", "WINDOW_UPDATE")]
+
+
+async def test_a_lone_ack_leaves_within_the_hold() -> None:
+    conn, transport, _, client = _connection()
+    client.ping(b"abcdefgh")
+    conn.data_received(client.data_to_send())
+    assert transport.writes == []  # held
+    await asyncio.sleep(grpcport.ACK_HOLD * 5)
+    assert len(transport.writes) == 1
+    events = client.receive_data(transport.writes[0])
+    assert [type(e) for e in events] == [h2.events.PingAckReceived]
+    assert events[0].ping_data == b"abcdefgh"  # type: ignore[attr-defined]
+    conn.connection_lost(None)
+
+
+async def test_a_held_ack_leaves_first_in_the_answers_write() -> None:
+    conn, transport, link, client = _connection()
+    # As grpc-go sends them: a WINDOW_UPDATE and a PING, then the next call, in one write.
+    client.increment_flow_control_window(1000)
+    client.ping(b"12345678")
+    sid = client.get_next_available_stream_id()
+    client.send_headers(sid, HEADERS)
+    client.send_data(sid, encode_message(b"request"), end_stream=True)
+    conn.data_received(client.data_to_send())
+    assert [(kind, payload[ipc.METHOD_INDEX.size :]) for kind, _, payload in link.sent] == [
+        (ipc.CALL, b"request")
+    ]
+    assert transport.writes == []  # the ACK waits for the answer
+    call_id = link.sent[0][1]
+    link.route(ipc.REPLY, call_id, b"response")
+    link.flush_dirty()
+    assert len(transport.writes) == 1
+    assert _kinds(transport.writes[0]) == ["PING", "HEADERS", "DATA", "HEADERS"]
+    await asyncio.sleep(grpcport.ACK_HOLD * 5)
+    assert len(transport.writes) == 1  # nothing more: the hold's timer was cancelled
+    events = client.receive_data(transport.writes[0])
+    assert [type(e) for e in events][:1] == [h2.events.PingAckReceived]
+    conn.connection_lost(None)
+
+
+async def test_other_control_frames_are_not_held() -> None:
+    conn, transport, _, client = _connection()
+    settings = hyperframe.frame.SettingsFrame(0, settings={0x4: 1 << 20}).serialize()
+    conn.data_received(settings)
+    assert len(transport.writes) == 1  # the SETTINGS ACK went at once
+    conn.connection_lost(None)
