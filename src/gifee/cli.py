@@ -107,6 +107,8 @@ def store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--key-file", default="")
     p.add_argument("--grpc-workers", type=int, default=None,
                    help="processes that terminate gRPC for the core (default: 2 on multi-core machines; 0 = in-process)")
+    p.add_argument("--core-grpc-connections", type=int, default=1,
+                   help="with gRPC workers: connections the core serves itself, sparing them a hop (0 = none)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
     p.set_defaults(run=run_store)
 
@@ -150,6 +152,7 @@ def run_store(args: argparse.Namespace) -> int:
         cert_file=args.cert_file,
         key_file=args.key_file,
         grpc_workers=default_workers() if args.grpc_workers is None else args.grpc_workers,
+        core_grpc_connections=args.core_grpc_connections,
     )
     level = {"warn": "WARNING"}.get(args.log_level, args.log_level.upper())
     import logging

@@ -12,7 +12,9 @@ HTTP server. gifee does the same:
   unread, goes to `on_grpc` (`grpcport.GrpcPort`, which serves it in that process).
 * Anything else is HTTP/1.x: the socket itself, unread, goes to `on_http`, the
   core's HTTP server (`gateway.py`); a worker passes it over a Unix socket
-  (SCM_RIGHTS, `HandoffSender` -> `HandoffReceiver`).
+  (SCM_RIGHTS, `HandoffSender` -> `HandoffReceiver`). The same way a worker
+  passes a gRPC connection to the core when the core offers to serve one itself
+  (`server.py`).
 * On https URLs the first bytes are a TLS ClientHello. etcd terminates TLS
   first and then looks inside; gifee routes by the ALPN protocols the client
   offers and leaves the handshake to whoever takes the socket: a client
@@ -54,6 +56,9 @@ _POLL_MAX = 0.1
 _ACCEPT_BATCH = 64
 _ACCEPT_PAUSE = 1.0  # after EMFILE and the like, as asyncio's own servers do
 _HANDOFF_QUEUE = 1024
+# What travels with each handed-over socket: its protocol and whether it speaks TLS.
+_HANDOFF_TAGS = {(HTTP, False): b"p", (HTTP, True): b"t", (GRPC, False): b"g", (GRPC, True): b"s"}
+_HANDOFF_KINDS = {tag: kind_tls for kind_tls, tag in _HANDOFF_TAGS.items()}
 
 
 # --------------------------------------------------------------------------- routing rules
@@ -335,12 +340,15 @@ class _Sniffer:
 
 
 class HandoffSender:
-    """A worker's side: passes accepted HTTP sockets to the core (SCM_RIGHTS over SOCK_SEQPACKET)."""
+    """A worker's side: passes accepted sockets to the core (SCM_RIGHTS over SOCK_SEQPACKET).
+
+    HTTP connections always; a gRPC connection when the core has offered to serve it.
+    """
 
     def __init__(self, address: str) -> None:
         self._address = address
         self._sock: socket.socket | None = None
-        self._queue: collections.deque[tuple[socket.socket, bool]] = collections.deque()
+        self._queue: collections.deque[tuple[socket.socket, bytes]] = collections.deque()
         self._loop = asyncio.get_running_loop()
         self._waiting = False
 
@@ -354,27 +362,27 @@ class HandoffSender:
             raise
         self._sock = sock
 
-    def send(self, conn: socket.socket, tls: bool) -> None:
+    def send(self, conn: socket.socket, tls: bool, kind: Kind = HTTP) -> None:
         if self._sock is None or len(self._queue) >= _HANDOFF_QUEUE:
             conn.close()
             return
-        self._queue.append((conn, tls))
+        self._queue.append((conn, _HANDOFF_TAGS[kind, tls]))
         if not self._waiting:
             self._flush()
 
     def _flush(self) -> None:
         sock = self._sock
         while self._queue and sock is not None:
-            conn, tls = self._queue[0]
+            conn, tag = self._queue[0]
             try:
-                socket.send_fds(sock, [b"t" if tls else b"p"], [conn.fileno()])
+                socket.send_fds(sock, [tag], [conn.fileno()])
             except (BlockingIOError, InterruptedError):
                 if not self._waiting:
                     self._waiting = True
                     self._loop.add_writer(sock.fileno(), self._writable)
                 return
             except OSError as e:
-                log.error("cannot hand an HTTP connection to the core: %s", e)
+                log.error("cannot hand a connection to the core: %s", e)
                 self.close()
                 return
             self._queue.popleft()
@@ -397,11 +405,17 @@ class HandoffSender:
 
 
 class HandoffReceiver:
-    """The core's side: receives the HTTP sockets its workers accepted and calls `on_http` with each."""
+    """The core's side: receives the sockets its workers pass and calls `on_http` or `on_grpc` with each."""
 
-    def __init__(self, address: str, on_http: Callable[[socket.socket, bool], None]) -> None:
+    def __init__(
+        self,
+        address: str,
+        on_http: Callable[[socket.socket, bool], None],
+        on_grpc: Callable[[socket.socket, bool], None] | None = None,
+    ) -> None:
         self._address = address
         self._on_http = on_http
+        self._on_grpc = on_grpc
         self._loop = asyncio.get_running_loop()
         self._listener: socket.socket | None = None
         self._links: set[socket.socket] = set()
@@ -442,16 +456,20 @@ class HandoffReceiver:
             if not msg and not fds:  # the worker is gone
                 self._drop(link)
                 return
+            kind_tls = _HANDOFF_KINDS.get(msg)
             for i, fd in enumerate(fds):
                 conn = socket.socket(fileno=fd)
-                if i > 0 or msg not in (b"p", b"t"):
-                    conn.close()  # never sent by a worker
+                take = None
+                if i == 0 and kind_tls is not None:
+                    take = self._on_http if kind_tls[0] == HTTP else self._on_grpc
+                if take is None:
+                    conn.close()  # never sent by a worker (or gRPC, which this core did not offer to take)
                     continue
                 conn.setblocking(False)
                 try:
-                    self._on_http(conn, msg == b"t")
+                    take(conn, kind_tls[1])  # type: ignore[index]
                 except Exception:
-                    log.exception("HTTP connection could not be taken over")
+                    log.exception("a handed-over connection could not be taken over")
                     conn.close()
 
     def _drop(self, link: socket.socket) -> None:

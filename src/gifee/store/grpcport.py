@@ -157,8 +157,15 @@ class _Call:
 class GrpcConnection(asyncio.Protocol):
     """A client's gRPC connection, served here: HTTP/2 by `grpcwire`, each call answered by the core."""
 
-    def __init__(self, link: Link, methods: dict[str, tuple[str, int]], max_receive: int) -> None:
+    def __init__(
+        self,
+        link: Link,
+        methods: dict[str, tuple[str, int]],
+        max_receive: int,
+        on_lost: Callable[[], None] | None = None,
+    ) -> None:
         self._link = link
+        self._on_lost = on_lost
         self._methods = methods
         self._wire = grpcwire.ServerConnection(max_receive)
         self._calls: dict[int, _Call] = {}
@@ -231,6 +238,9 @@ class GrpcConnection(asyncio.Protocol):
         if self._held_timer is not None:
             self._held_timer.cancel()
             self._held_timer = None
+        if self._on_lost is not None:
+            on_lost, self._on_lost = self._on_lost, None
+            on_lost()
 
     def close(self) -> None:
         """Say goodbye (GOAWAY) and close; the calls still open are cancelled in the core."""
@@ -413,7 +423,10 @@ class GrpcPort:
 
     With `on_http` the URLs are shared with HTTP/1.x (`clientport.ClientPort` routes
     each connection by its first bytes and hands HTTP sockets to `on_http`); without
-    it they serve gRPC alone.
+    it they serve gRPC alone. With `hand_over`, each gRPC connection is first offered
+    to it (a worker's offer to the core; it returns whether it took the socket).
+    A port with no URLs serves only the sockets given to `take`; `served` counts those
+    open (or still in their TLS handshake) and `on_served` hears when it changes.
     """
 
     def __init__(
@@ -425,12 +438,17 @@ class GrpcPort:
         cert_file: str = "",
         key_file: str = "",
         on_http: Callable[[socket.socket, bool], None] | None = None,
+        hand_over: Callable[[socket.socket, bool], bool] | None = None,
     ) -> None:
         self._urls = urls
+        self._hand_over = hand_over
+        self.served = 0
+        self.on_served: Callable[[], None] | None = None
         self._link = link
         self._methods = method_paths(table)
         self._max_receive = max_receive
-        secure = any(url.startswith("https://") for url in urls)
+        # A port with no URLs of its own (the core's, for handed-over sockets) may be given TLS ones.
+        secure = any(url.startswith("https://") for url in urls) or (not urls and bool(cert_file and key_file))
         self._tls = tls_context(cert_file, key_file) if secure else None
         self._on_http = on_http
         self._loop = asyncio.get_running_loop()
@@ -439,22 +457,49 @@ class GrpcPort:
         self._port: clientport.ClientPort | None = None
         self._connections: weakref.WeakSet[GrpcConnection] = weakref.WeakSet()
 
-    def _connection(self) -> GrpcConnection:
-        conn = GrpcConnection(self._link, self._methods, self._max_receive)
+    def _connection(self, on_lost: Callable[[], None] | None = None) -> GrpcConnection:
+        conn = GrpcConnection(self._link, self._methods, self._max_receive, on_lost)
         self._connections.add(conn)
         return conn
 
-    def _take(self, sock: socket.socket, secure: bool) -> None:
+    def _route_grpc(self, sock: socket.socket, secure: bool) -> None:
+        if self._hand_over is None or not self._hand_over(sock, secure):
+            self._take(sock, secure)
+
+    def _take(self, sock: socket.socket, secure: bool, on_lost: Callable[[], None] | None = None) -> None:
         task = self._loop.create_task(
-            self._loop.connect_accepted_socket(self._connection, sock, ssl=self._tls if secure else None)
+            self._loop.connect_accepted_socket(
+                lambda: self._connection(on_lost), sock, ssl=self._tls if secure else None
+            )
         )
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
         task.add_done_callback(lambda t: _close_if_failed(t, sock))
+        if on_lost is not None:
+            # A connection that never came up (a failed handshake) is never lost either.
+            task.add_done_callback(lambda t: on_lost() if t.cancelled() or t.exception() else None)
+
+    def take(self, sock: socket.socket, secure: bool) -> None:
+        """Serve a gRPC connection accepted elsewhere (a worker's, handed over); counted in `served`."""
+        done = False
+
+        def lost() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self._served_change(-1)
+
+        self._served_change(1)
+        self._take(sock, secure, lost)
+
+    def _served_change(self, delta: int) -> None:
+        self.served += delta
+        if self.on_served is not None:
+            self.on_served()
 
     async def start(self) -> None:
         if self._on_http is not None:
-            self._port = clientport.ClientPort(self._urls, on_grpc=self._take, on_http=self._on_http)
+            self._port = clientport.ClientPort(self._urls, on_grpc=self._route_grpc, on_http=self._on_http)
             self._port.start()
             return
         for url in self._urls:

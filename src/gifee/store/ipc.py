@@ -19,9 +19,11 @@ away), CREDIT (u32: that many stream messages were handed to the client, so
 the core may send that many more; at most STREAM_WINDOW are ever unacknowledged).
 Core -> worker: HELLO (the method table, first frame on a connection),
 REPLY (a response, or one message of a stream), ERROR (u8 gRPC code + UTF-8
-text; ends the call), END (a stream finished).
+text; ends the call), END (a stream finished), CORE_FREE (call id 0; u8: 1 when
+the core offers to serve the next gRPC connection itself, 0 when it no longer
+does; see `server.py`).
 
-`FrameReader` and `encode_frame` are the codec, with no I/O; `CoreEndpoint` is
+`FrameReader` and `encode_frame` are the codec, with no I/O; `CoreConnection` is
 the core's asyncio side. The worker side lives in `worker.py`.
 """
 
@@ -55,6 +57,7 @@ CREDIT = 6
 REPLY = 10
 ERROR = 11
 END = 12
+CORE_FREE = 13
 
 INTERNAL_ERROR = "etcdserver: internal error"
 
@@ -209,9 +212,13 @@ class CoreConnection(asyncio.BufferedProtocol):
         limit: int,
         on_ready: asyncio.Future[None] | None = None,
         deliver: Callable[[int, int, bytes], None] | None = None,
+        core_free: Callable[[], bool] | None = None,
     ) -> None:
         """`deliver(kind, call_id, payload)`: where answers go when calls come from this process
-        (`grpcport.LocalLink`, which hands frames to `handle`) instead of over a socket."""
+        (`grpcport.LocalLink`, which hands frames to `handle`) instead of over a socket.
+        `core_free()`: whether the core offers to serve a gRPC connection, told to the worker
+        once it listens (and by `announce` whenever that changes)."""
+        self._core_free = core_free
         self._deliver = deliver
         self._table = table
         self._limit = limit
@@ -256,6 +263,10 @@ class CoreConnection(asyncio.BufferedProtocol):
             log.exception("bad frame from worker (kind %d)", kind)
             self._send(ERROR, call_id, encode_error(grpc.StatusCode.INTERNAL, INTERNAL_ERROR))
 
+    def announce(self, core_free: bool) -> None:
+        """Tell the worker whether to pass its next gRPC connection to the core."""
+        self._send(CORE_FREE, 0, b"\x01" if core_free else b"\x00")
+
     def _send(self, kind: int, call_id: int, payload: bytes = b"") -> None:
         if self._deliver is not None:
             self._deliver(kind, call_id, payload)
@@ -269,6 +280,8 @@ class CoreConnection(asyncio.BufferedProtocol):
             # The worker's answer to ours: it is listening now.
             if self._on_ready is not None and not self._on_ready.done():
                 self._on_ready.set_result(None)
+            if self._core_free is not None:
+                self.announce(self._core_free())
         elif kind == CALL:
             (index,) = METHOD_INDEX.unpack_from(payload)
             method = self._table[index]

@@ -5,7 +5,8 @@ method table from the core's HELLO frame, listens on the client URLs (sharing
 the port with its sibling workers through SO_REUSEPORT) and routes each
 connection by its first bytes (`clientport.py`): a gRPC connection is served
 here, on the event loop (`GrpcConnection`: HTTP/2 and gRPC's framing by
-`grpcwire.py`); an HTTP/1.x connection is passed, unread, to the core. With
+`grpcwire.py`), unless the core has offered to serve one itself (CORE_FREE): then
+that connection goes, unread, to the core, as every HTTP/1.x connection does. With
 `--grpc-only` (the store's HTTP side has URLs of its own) it listens on the
 client URLs with nothing to route. Each call's request bytes go to the core
 as frames (see `ipc.py`) undecoded, and the core's answer bytes go back to the
@@ -22,6 +23,7 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import sys
 from typing import cast
 
@@ -38,6 +40,7 @@ class CoreLink(grpcport.Link, asyncio.BufferedProtocol):
         self._reader = ipc.FrameReader()
         self._writer: ipc.FrameWriter | None = None
         self.table: asyncio.Future[list[list[str]]] = self._loop.create_future()
+        self.core_free = False  # the core's last word: it would serve the next gRPC connection itself
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -56,6 +59,9 @@ class CoreLink(grpcport.Link, asyncio.BufferedProtocol):
             if kind == ipc.HELLO:
                 if not self.table.done():
                     self.table.set_result(json.loads(payload))
+                continue
+            if kind == ipc.CORE_FREE:
+                self.core_free = payload == b"\x01"
                 continue
             route(kind, call_id, payload)
         self.flush_dirty()
@@ -85,12 +91,21 @@ async def serve(
     _, link = await eventloop.connect_unix(CoreLink, _unix_address(core_address))
     table = await link.table
     on_http = None
+    hand_over = None
     if not grpc_only:
         handoff = clientport.HandoffSender(_unix_address(handoff_address))
         await handoff.connect()
         on_http = handoff.send
+
+        def hand_over(sock: socket.socket, tls: bool) -> bool:
+            if not link.core_free:
+                return False
+            link.core_free = False  # until the core says so again: it takes one at a time
+            handoff.send(sock, tls, clientport.GRPC)
+            return True
+
     # etcd's limit and grpc-go's text (as the core's check_size), refused as soon as a message's length is read.
-    port = grpcport.GrpcPort(urls, link, table, receive_limit(max_request_bytes), cert, key, on_http)
+    port = grpcport.GrpcPort(urls, link, table, receive_limit(max_request_bytes), cert, key, on_http, hand_over)
     await port.start()
     link.send(ipc.HELLO, 0)  # tells the core this worker listens
     await link.closed
