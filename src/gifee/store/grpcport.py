@@ -448,7 +448,9 @@ class GrpcPort:
         self._methods = method_paths(table)
         self._max_receive = max_receive
         # A port with no URLs of its own (the core's, for handed-over sockets) may be given TLS ones.
-        secure = any(url.startswith("https://") for url in urls) or (not urls and bool(cert_file and key_file))
+        secure = any(url.startswith("https://") for url in urls) or (
+            not urls and bool(cert_file and key_file)
+        )
         self._tls = tls_context(cert_file, key_file) if secure else None
         self._on_http = on_http
         self._loop = asyncio.get_running_loop()

@@ -191,11 +191,7 @@ class StoreServer:
 
     def _core_free(self) -> bool:
         port = self._grpc_port
-        return (
-            not self._stopping
-            and port is not None
-            and port.served < self.config.core_grpc_connections
-        )
+        return not self._stopping and port is not None and port.served < self.config.core_grpc_connections
 
     def _announce_core_free(self) -> None:
         free = self._core_free()

@@ -105,7 +105,9 @@ async def serve(
             return True
 
     # etcd's limit and grpc-go's text (as the core's check_size), refused as soon as a message's length is read.
-    port = grpcport.GrpcPort(urls, link, table, receive_limit(max_request_bytes), cert, key, on_http, hand_over)
+    port = grpcport.GrpcPort(
+        urls, link, table, receive_limit(max_request_bytes), cert, key, on_http, hand_over
+    )
     await port.start()
     link.send(ipc.HELLO, 0)  # tells the core this worker listens
     await link.closed
