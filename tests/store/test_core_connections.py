@@ -33,8 +33,8 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
-def _start(root: Path, extra: list[str]) -> ServerProcess:
-    s = GifeeWith(root, ["--grpc-workers", "2", *extra])
+def _start(root: Path, extra: list[str], workers: int = 2) -> ServerProcess:
+    s = GifeeWith(root, ["--grpc-workers", str(workers), *extra])
     s.start()
     return s
 
@@ -102,23 +102,61 @@ def grpc_client(s: ServerProcess) -> socket.socket:
     return sock
 
 
+def connect_until_core(s: ServerProcess, timeout: float = 10) -> socket.socket:
+    """A connection that the core serves. The core's word that it is free again (after the harness's
+    readiness probe, or a client that left) reaches the workers as a frame, a moment after the fact."""
+    deadline = time.monotonic() + timeout
+    while True:
+        client = grpc_client(s)
+        if holder(s, client) == "core":
+            return client
+        client.close()
+        if time.monotonic() > deadline:
+            raise AssertionError("no connection reached the core")
+        time.sleep(0.1)
+
+
 def test_a_lone_connection_is_served_by_the_core_the_next_by_a_worker(server: ServerProcess) -> None:
-    first = grpc_client(server)
-    assert holder(server, first) == "core"
+    first = connect_until_core(server)
     second = grpc_client(server)
     assert holder(server, second) == "worker"
     first.close()
-    # The core says it is free again; a worker hears it (a frame over their link) and passes the next one.
-    deadline = time.monotonic() + 10
-    while True:
-        third = grpc_client(server)
-        where = holder(server, third)
-        third.close()
-        if where == "core" or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert where == "core"
+    third = connect_until_core(server)  # the core is free again once the first has gone
+    third.close()
     second.close()
+
+
+def test_the_core_takes_as_many_as_it_is_told_then_the_workers_do() -> None:
+    # One worker: it must hear "free" again after each connection it passes while the core has room.
+    root = Path(tempfile.mkdtemp(prefix="gifee-core-conns-"))
+    s = _start(root / "gifee", ["--core-grpc-connections", "2"], workers=1)
+    try:
+        first = connect_until_core(s)
+        second = connect_until_core(s)
+        time.sleep(0.3)  # the core's "taken" has reached the worker
+        third = grpc_client(s)
+        assert holder(s, third) == "worker"
+        for c in (first, second, third):
+            c.close()
+    finally:
+        s.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_cores_connections_end_when_it_stops() -> None:
+    root = Path(tempfile.mkdtemp(prefix="gifee-core-conns-"))
+    s = _start(root / "gifee", [])
+    try:
+        client = connect_until_core(s)
+        s.stop()
+        client.settimeout(10)
+        rest = b""
+        while chunk := client.recv(65536):  # GOAWAY, then the end: nothing left open
+            rest += chunk
+        client.close()
+    finally:
+        s.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_calls_on_the_cores_connection_and_a_workers_agree(server: ServerProcess) -> None:
@@ -143,9 +181,11 @@ def test_zero_core_connections_leaves_every_connection_to_the_workers() -> None:
     root = Path(tempfile.mkdtemp(prefix="gifee-core-conns-"))
     s = _start(root / "gifee", ["--core-grpc-connections", "0"])
     try:
-        client = grpc_client(s)
-        assert holder(s, client) == "worker"
-        client.close()
+        for _ in range(3):
+            time.sleep(0.3)  # time enough for a "free" from the core, were it to send one
+            client = grpc_client(s)
+            assert holder(s, client) == "worker"
+            client.close()
     finally:
         s.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -111,8 +111,9 @@ async def test_a_held_ack_leaves_first_in_the_answers_write() -> None:
     link.flush_dirty()
     assert len(transport.writes) == 1
     assert _kinds(transport.writes[0]) == ["PING", "HEADERS", "DATA", "HEADERS"]
+    assert conn._held_timer is None  # the hold's timer was cancelled with the write
     await asyncio.sleep(grpcport.ACK_HOLD * 5)
-    assert len(transport.writes) == 1  # nothing more: the hold's timer was cancelled
+    assert len(transport.writes) == 1
     events = client.receive_data(transport.writes[0])
     assert [type(e) for e in events][:1] == [h2.events.PingAckReceived]
     conn.connection_lost(None)
@@ -124,3 +125,26 @@ async def test_other_control_frames_are_not_held() -> None:
     conn.data_received(settings)
     assert len(transport.writes) == 1  # the SETTINGS ACK went at once
     conn.connection_lost(None)
+
+
+async def test_a_held_ack_goes_before_the_goodbye() -> None:
+    conn, transport, _, client = _connection()
+    client.ping(b"byebyeee")
+    conn.data_received(client.data_to_send())
+    assert transport.writes == []
+    conn.close()
+    assert len(transport.writes) == 1
+    assert _kinds(transport.writes[0]) == ["PING", "GOAWAY"]
+    assert conn._held_timer is None
+    conn.connection_lost(None)
+
+
+async def test_a_connection_lost_with_an_ack_held_leaves_no_timer() -> None:
+    conn, transport, _, client = _connection()
+    client.ping(b"lostlost")
+    conn.data_received(client.data_to_send())
+    assert conn._held_timer is not None
+    conn.connection_lost(None)
+    assert conn._held_timer is None
+    await asyncio.sleep(grpcport.ACK_HOLD * 5)
+    assert transport.writes == []  # nothing written to a connection that is gone

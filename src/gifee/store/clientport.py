@@ -362,8 +362,12 @@ class HandoffSender:
             raise
         self._sock = sock
 
+    def can_send(self) -> bool:
+        """Whether `send` would take a socket now (the core's link is up and not backed up)."""
+        return self._sock is not None and len(self._queue) < _HANDOFF_QUEUE
+
     def send(self, conn: socket.socket, tls: bool, kind: Kind = HTTP) -> None:
-        if self._sock is None or len(self._queue) >= _HANDOFF_QUEUE:
+        if not self.can_send():
             conn.close()
             return
         self._queue.append((conn, _HANDOFF_TAGS[kind, tls]))

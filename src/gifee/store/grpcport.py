@@ -232,15 +232,17 @@ class GrpcConnection(asyncio.Protocol):
                     self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for sid in list(self._calls):
-            self._aborted(sid)
         self._transport = None
         if self._held_timer is not None:
             self._held_timer.cancel()
             self._held_timer = None
-        if self._on_lost is not None:
+        try:
+            for sid in list(self._calls):
+                self._aborted(sid)
+        finally:
             on_lost, self._on_lost = self._on_lost, None
-            on_lost()
+            if on_lost is not None:
+                on_lost()  # whatever happened above, the port's count must not keep this connection
 
     def close(self) -> None:
         """Say goodbye (GOAWAY) and close; the calls still open are cancelled in the core."""
@@ -458,6 +460,7 @@ class GrpcPort:
         self._servers: list[asyncio.AbstractServer] = []
         self._port: clientport.ClientPort | None = None
         self._connections: weakref.WeakSet[GrpcConnection] = weakref.WeakSet()
+        self._closed = False
 
     def _connection(self, on_lost: Callable[[], None] | None = None) -> GrpcConnection:
         conn = GrpcConnection(self._link, self._methods, self._max_receive, on_lost)
@@ -483,6 +486,9 @@ class GrpcPort:
 
     def take(self, sock: socket.socket, secure: bool) -> None:
         """Serve a gRPC connection accepted elsewhere (a worker's, handed over); counted in `served`."""
+        if self._closed:
+            sock.close()  # handed over as the server stops: the client reconnects elsewhere
+            return
         done = False
 
         def lost() -> None:
@@ -510,6 +516,7 @@ class GrpcPort:
                 self._servers.append(await self._loop.create_server(self._connection, sock=sock, ssl=tls))
 
     def close(self) -> None:
+        self._closed = True
         if self._port is not None:
             self._port.close()
         for server in self._servers:

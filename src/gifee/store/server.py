@@ -8,13 +8,16 @@ connections they accept on the client URLs come back to this process as
 sockets (`clientport.py`). With 0 it owns the client URLs and serves gRPC
 itself.
 
-With workers, the core also serves gRPC connections itself, up to
+With workers, the core also serves gRPC connections itself, about
 `core_grpc_connections` of them (1 by default) at a time: while it serves fewer,
 it tells each worker so (ipc.CORE_FREE), and a worker passes the next gRPC
 connection it accepts, unread, to the core. A lone client (etcdctl, one
 application's client) then skips the hop between processes, about 0.1 ms of a
 put's latency; further connections are served by the workers, which carry the
-load of many clients. A connection stays where it started. With `listen_client_http_urls` the client URLs serve gRPC alone, as
+load of many clients. A connection stays where it started. Workers that pass
+connections at the same moment may take the core a little over its number (at
+most one each). With `listen_client_http_urls` (no routing on the client URLs)
+the workers serve every gRPC connection. With `listen_client_http_urls` the client URLs serve gRPC alone, as
 etcd 3.5's do, and gRPC listens on them directly. Either way it stops cleanly
 on SIGTERM/SIGINT.
 """
@@ -83,7 +86,6 @@ class StoreServer:
         self._workers: list[asyncio.subprocess.Process] = []
         self._worker_watch: asyncio.Task[None] | None = None
         self._worker_links: weakref.WeakSet[ipc.CoreConnection] = weakref.WeakSet()
-        self._announced_free = True  # what CoreConnection tells each worker on its HELLO, until it changes
         self._stopping = False
         self.failed = asyncio.Event()
 
@@ -194,11 +196,11 @@ class StoreServer:
         return not self._stopping and port is not None and port.served < self.config.core_grpc_connections
 
     def _announce_core_free(self) -> None:
+        # Told after every change, not only when the answer flips: a worker that passed a connection
+        # counts the core as taken until it hears again, and with room for more the answer stays "free".
         free = self._core_free()
-        if free != self._announced_free:
-            self._announced_free = free
-            for conn in self._worker_links:
-                conn.announce(free)
+        for conn in self._worker_links:
+            conn.announce(free)
 
     async def _start_workers(self) -> None:
         cfg = self.config

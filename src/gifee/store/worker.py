@@ -98,8 +98,8 @@ async def serve(
         on_http = handoff.send
 
         def hand_over(sock: socket.socket, tls: bool) -> bool:
-            if not link.core_free:
-                return False
+            if not link.core_free or not handoff.can_send():
+                return False  # this worker serves it
             link.core_free = False  # until the core says so again: it takes one at a time
             handoff.send(sock, tls, clientport.GRPC)
             return True
