@@ -148,3 +148,21 @@ async def test_a_connection_lost_with_an_ack_held_leaves_no_timer() -> None:
     assert conn._held_timer is None
     await asyncio.sleep(grpcport.ACK_HOLD * 5)
     assert transport.writes == []  # nothing written to a connection that is gone
+
+
+async def test_answers_batch_while_calls_remain_and_the_last_leaves_at_once() -> None:
+    conn, transport, link, client = _connection()
+    for body in (b"one", b"two"):
+        sid = client.get_next_available_stream_id()
+        client.send_headers(sid, HEADERS)
+        client.send_data(sid, encode_message(body), end_stream=True)
+    conn.data_received(client.data_to_send())
+    first, second = (call_id for _, call_id, _ in link.sent)
+    link.route(ipc.REPLY, first, b"1")
+    assert transport.writes == []  # another call is open: its answer may come in this batch too
+    link.route(ipc.REPLY, second, b"2")
+    assert len(transport.writes) == 1  # the connection's last call: written at once, with the first
+    assert sorted(_kinds(transport.writes[0])) == sorted(["HEADERS", "DATA", "HEADERS"] * 2)
+    link.flush_dirty()
+    assert len(transport.writes) == 1
+    conn.connection_lost(None)

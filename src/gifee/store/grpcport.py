@@ -355,7 +355,13 @@ class GrpcConnection(asyncio.Protocol):
                 wire.finish(sid, payload[0], payload[1:].decode(errors="replace"))
             else:
                 return
-            link.dirty.add(self)
+            if self._calls:
+                link.dirty.add(self)  # more answers may come in this batch: one write for them all
+            else:
+                # Its last call answered, nothing else can come for this connection now: write at
+                # once rather than a loop turn later (a lone client waits for exactly this).
+                link.dirty.discard(self)
+                self.flush_safely()
 
         return on_frame
 
