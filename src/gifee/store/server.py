@@ -6,7 +6,9 @@ and starts worker processes that own the client URLs, terminate gRPC and
 relay calls over a Unix socket (`ipc.py`, `worker.py`); the HTTP/1.x
 connections they accept on the client URLs come back to this process as
 sockets (`clientport.py`). With 0 it owns the client URLs and serves gRPC
-itself.
+itself. With `listen_client_http_urls` the client URLs serve gRPC alone, as
+etcd 3.5's do, and gRPC listens on them directly. Either way it stops cleanly
+on SIGTERM/SIGINT.
 
 With workers, the core also serves gRPC connections itself, about
 `core_grpc_connections` of them (1 by default) at a time: while it serves fewer,
@@ -17,9 +19,7 @@ put's latency; further connections are served by the workers, which carry the
 load of many clients. A connection stays where it started. Workers that pass
 connections at the same moment may take the core a little over its number (at
 most one each). With `listen_client_http_urls` (no routing on the client URLs)
-the workers serve every gRPC connection. With `listen_client_http_urls` the client URLs serve gRPC alone, as
-etcd 3.5's do, and gRPC listens on them directly. Either way it stops cleanly
-on SIGTERM/SIGINT.
+the workers serve every gRPC connection.
 """
 
 from __future__ import annotations
