@@ -460,18 +460,16 @@ class HandoffReceiver:
             if not msg and not fds:  # the worker is gone
                 self._drop(link)
                 return
-            kind_tls = _HANDOFF_KINDS.get(msg)
+            kind, tls = _HANDOFF_KINDS.get(msg, (None, False))
+            take = self._on_http if kind == HTTP else self._on_grpc if kind == GRPC else None
             for i, fd in enumerate(fds):
                 conn = socket.socket(fileno=fd)
-                take = None
-                if i == 0 and kind_tls is not None:
-                    take = self._on_http if kind_tls[0] == HTTP else self._on_grpc
-                if take is None:
+                if i > 0 or take is None:
                     conn.close()  # never sent by a worker (or gRPC, which this core did not offer to take)
                     continue
                 conn.setblocking(False)
                 try:
-                    take(conn, kind_tls[1])  # type: ignore[index]
+                    take(conn, tls)
                 except Exception:
                     log.exception("a handed-over connection could not be taken over")
                     conn.close()

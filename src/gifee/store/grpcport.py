@@ -263,13 +263,13 @@ class GrpcConnection(asyncio.Protocol):
             else:
                 if self._held:
                     data = self._held + data
-                    self._release_timer()
+                    self._end_hold()
                 self._transport.write(data)
         events = self._wire.take_events()
         if events:
             self._dispatch(events)  # a held stream that drained as its DATA was serialized
 
-    def _release_timer(self) -> None:
+    def _end_hold(self) -> None:
         self._held = b""
         if self._held_timer is not None:
             self._held_timer.cancel()
