@@ -8,6 +8,7 @@ defragmentation reclaiming disk, and a restart that keeps everything.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -255,7 +256,9 @@ async def test_watch_fragments_large_responses(tmp_path: Path) -> None:
         await s.close()
 
 
-async def test_wal_failure_stops_writes_without_a_definite_answer(tmp_path: Path) -> None:
+async def test_wal_failure_stops_writes_without_a_definite_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = Store(StoreConfig(data_dir=str(tmp_path / "f")))
     fatal: list[BaseException] = []
     s.on_fatal = fatal.append
@@ -263,11 +266,16 @@ async def test_wal_failure_stops_writes_without_a_definite_answer(tmp_path: Path
     try:
         await s.put(P.PutRequest(key=b"a", value=b"1"))
         assert s.raft_node is not None
+        wal_fd = s.raft_node.storage.wal._fd
+        real_fdatasync = os.fdatasync
 
-        def broken_sync() -> None:
-            raise OSError(5, "Input/output error")
+        # The disk fails the WAL's sync (the WAL may be compiled: its methods cannot be replaced).
+        def broken_fdatasync(fd: int) -> None:
+            if fd == wal_fd:
+                raise OSError(5, "Input/output error")
+            real_fdatasync(fd)
 
-        s.raft_node.storage.wal.sync = broken_sync  # type: ignore[method-assign]
+        monkeypatch.setattr(os, "fdatasync", broken_fdatasync)
         with pytest.raises(StoreError) as info:
             await s.put(P.PutRequest(key=b"a", value=b"2"))
         # The write may be on disk: the client must not be told it failed for sure.

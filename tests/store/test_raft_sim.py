@@ -14,6 +14,7 @@ import pytest
 
 from gifee.store.raft import core
 from gifee.store.raft.log import RaftLog
+from tests.fromsource import rerun_from_source
 from tests.store.raftsim import SafetyViolation, SimConfig, Simulation, run_seed
 from tests.store.test_raft_scenarios import run_script
 
@@ -94,13 +95,17 @@ def _first_failure(cfg: SimConfig, seeds: int) -> str | None:
     return None
 
 
-def test_catches_votes_for_out_of_date_logs() -> None:
+def test_catches_votes_for_out_of_date_logs(request: pytest.FixtureRequest) -> None:
+    if rerun_from_source(request, core.__name__):
+        return
     with patched(RaftLog, "is_up_to_date", lambda self, last_index, last_term: True):
         failure = _first_failure(SimConfig(members=3, steps=400), 300)
     assert failure is not None
 
 
-def test_catches_committing_old_terms_by_counting() -> None:
+def test_catches_committing_old_terms_by_counting(request: pytest.FixtureRequest) -> None:
+    if rerun_from_source(request, core.__name__):
+        return
     # Raft's figure 8: a leader must not count replicas of an older term's entry.
     def maybe_commit(self: RaftLog, index: int, term: int) -> bool:
         if index > self.committed:
@@ -113,7 +118,9 @@ def test_catches_committing_old_terms_by_counting() -> None:
         run_script(SCENARIOS / "figure8.txt")
 
 
-def test_catches_reads_served_without_a_quorum() -> None:
+def test_catches_reads_served_without_a_quorum(request: pytest.FixtureRequest) -> None:
+    if rerun_from_source(request, core.__name__):
+        return
     def read_without_quorum(self: core.Raft, m: Any) -> None:
         context = m.entries[0].data if m.entries else b""
         self._answer_read(self.log.committed, context, m.from_)
@@ -127,7 +134,9 @@ def test_catches_reads_served_without_a_quorum() -> None:
     assert failure is not None and "read" in failure
 
 
-def test_catches_a_vote_that_was_not_persisted() -> None:
+def test_catches_a_vote_that_was_not_persisted(request: pytest.FixtureRequest) -> None:
+    if rerun_from_source(request, core.__name__):
+        return
     # A member that forgets its vote on restart can vote twice in one term.
     def hard_state(self: core.Raft) -> core.HardState:
         return core.HardState(self.term, 0, self.log.committed)

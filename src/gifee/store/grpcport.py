@@ -23,9 +23,10 @@ import json
 import logging
 import socket
 import ssl
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
+
+from mypy_extensions import mypyc_attr
 
 from gifee.store import clientport, grpcwire, ipc
 from gifee.store.handlers import BIDI, UNARY
@@ -44,6 +45,7 @@ OnFrame = Callable[[int, bytes], None]
 ACK_HOLD = 0.002  # s
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # the worker's CoreLink
 class Link:
     """Numbered calls to the core; each call's frames routed back to its callback."""
 
@@ -163,9 +165,12 @@ class GrpcConnection(asyncio.Protocol):
         methods: dict[str, tuple[str, int]],
         max_receive: int,
         on_lost: Callable[[], None] | None = None,
+        open_set: set[GrpcConnection] | None = None,
     ) -> None:
         self._link = link
         self._on_lost = on_lost
+        # Where this connection is listed from connection_made to connection_lost (its port's, for close).
+        self._open_set = open_set
         self._methods = methods
         self._wire = grpcwire.ServerConnection(max_receive)
         self._calls: dict[int, _Call] = {}
@@ -176,6 +181,8 @@ class GrpcConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        if self._open_set is not None:
+            self._open_set.add(self)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # A client that vanished (its machine off, a partition) is noticed as etcd notices it:
@@ -233,6 +240,8 @@ class GrpcConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        if self._open_set is not None:
+            self._open_set.discard(self)
         if self._held_timer is not None:
             self._held_timer.cancel()
             self._held_timer = None
@@ -465,13 +474,13 @@ class GrpcPort:
         self._handshakes: set[asyncio.Task[object]] = set()
         self._servers: list[asyncio.AbstractServer] = []
         self._port: clientport.ClientPort | None = None
-        self._connections: weakref.WeakSet[GrpcConnection] = weakref.WeakSet()
+        # The connections made and not yet lost. Not a WeakSet: mypyc's compiled GrpcConnection does not
+        # clear weak references to itself when freed. A handshake that fails never adds its connection.
+        self._connections: set[GrpcConnection] = set()
         self._closed = False
 
     def _connection(self, on_lost: Callable[[], None] | None = None) -> GrpcConnection:
-        conn = GrpcConnection(self._link, self._methods, self._max_receive, on_lost)
-        self._connections.add(conn)
-        return conn
+        return GrpcConnection(self._link, self._methods, self._max_receive, on_lost, self._connections)
 
     def _route_grpc(self, sock: socket.socket, secure: bool) -> None:
         if self._hand_over is None or not self._hand_over(sock, secure):

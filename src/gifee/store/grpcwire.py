@@ -51,7 +51,6 @@ from __future__ import annotations
 import ctypes
 import enum
 import struct
-import weakref
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -202,7 +201,7 @@ def _failed(conn: ServerConnection, exc: BaseException) -> int:
     return nghttp2.ERR_CALLBACK_FAILURE
 
 
-def _on_begin_headers(session: int, frame: ctypes._Pointer[nghttp2.FrameHd], user_data: int) -> int:
+def _on_begin_headers(session: int, frame: ctypes._Pointer[nghttp2.FrameHd], user_data: int | None) -> int:
     conn = _current
     if conn is None or conn.ended:
         return 0
@@ -217,7 +216,14 @@ def _on_begin_headers(session: int, frame: ctypes._Pointer[nghttp2.FrameHd], use
 
 
 def _on_header(
-    session: int, frame: int, name: int, namelen: int, value: int, valuelen: int, flags: int, user_data: int
+    session: int,
+    frame: int,
+    name: int,
+    namelen: int,
+    value: int,
+    valuelen: int,
+    flags: int,
+    user_data: int | None,
 ) -> int:
     conn = _current
     if conn is None or conn._head is None or namelen not in _WANTED_LENGTHS:
@@ -231,7 +237,7 @@ def _on_header(
     return 0
 
 
-def _on_frame_recv(session: int, frame: ctypes._Pointer[nghttp2.FrameHd], user_data: int) -> int:
+def _on_frame_recv(session: int, frame: ctypes._Pointer[nghttp2.FrameHd], user_data: int | None) -> int:
     conn = _current
     if conn is None or conn.ended:
         return 0
@@ -256,7 +262,7 @@ def _on_frame_recv(session: int, frame: ctypes._Pointer[nghttp2.FrameHd], user_d
 
 
 def _on_data_chunk_recv(
-    session: int, flags: int, stream_id: int, data: int, length: int, user_data: int
+    session: int, flags: int, stream_id: int, data: int, length: int, user_data: int | None
 ) -> int:
     conn = _current
     if conn is None or conn.ended:
@@ -268,7 +274,7 @@ def _on_data_chunk_recv(
     return 0
 
 
-def _on_stream_close(session: int, stream_id: int, error_code: int, user_data: int) -> int:
+def _on_stream_close(session: int, stream_id: int, error_code: int, user_data: int | None) -> int:
     conn = _current
     if conn is None:
         return 0
@@ -289,7 +295,7 @@ def _on_stream_close(session: int, stream_id: int, error_code: int, user_data: i
 
 
 def _read_response(
-    session: int, stream_id: int, buf: int, length: int, data_flags: int, source: int, user_data: int
+    session: int, stream_id: int, buf: int, length: int, data_flags: int, source: int, user_data: int | None
 ) -> int:
     """nghttp2 asks for up to `length` bytes of a stream's DATA (its windows allow that much)."""
     conn = _current
@@ -396,7 +402,6 @@ class ServerConnection:
         self._session = ctypes.c_void_p()
         if lib.nghttp2_session_server_new2(ctypes.byref(self._session), _CALLBACKS, None, _OPTIONS) != 0:
             raise MemoryError("nghttp2_session_server_new2")
-        weakref.finalize(self, lib.nghttp2_session_del, self._session)
         lib.nghttp2_submit_settings(self._session, nghttp2.FLAG_NONE, _SETTINGS, len(_SETTINGS))
         lib.nghttp2_session_set_local_window_size(self._session, nghttp2.FLAG_NONE, 0, RECEIVE_WINDOW)
         self._calls: dict[int, _Call] = {}
@@ -412,6 +417,10 @@ class ServerConnection:
         self._resets: dict[int, None] = {}  # streams to reset (NO_ERROR) after their final HEADERS
         self._frame = ctypes.c_void_p()
         self.ended = False
+
+    def __del__(self) -> None:
+        # The session is C memory that only this connection points to (a nghttp2 no-op if NULL).
+        lib.nghttp2_session_del(self._session)
 
     # ------------------------------------------------------------------ input
 

@@ -65,11 +65,16 @@ class FrameHd(Structure):
 
 
 class Nv(Structure):
-    """nghttp2_nv: one header field."""
+    """nghttp2_nv: one header field.
+
+    Name and value are `c_char_p` so that storing bytes in them makes the array hold those bytes
+    (ctypes keeps them in the array's `_objects`): an array passed to nghttp2 then owns what it
+    points to, however soon its builder lets go of the bytes.
+    """
 
     _fields_ = [
-        ("name", c_void_p),
-        ("value", c_void_p),
+        ("name", ctypes.c_char_p),
+        ("value", ctypes.c_char_p),
         ("namelen", c_size_t),
         ("valuelen", c_size_t),
         ("flags", c_uint8),
@@ -153,19 +158,17 @@ lib = _load()
 
 
 class HeaderList:
-    """An nghttp2_nv array that owns its bytes (nghttp2 copies them when the frame is submitted)."""
+    """An nghttp2_nv array of header fields (nghttp2 copies them when the frame is submitted)."""
 
-    __slots__ = ("array", "length", "_keep")
+    __slots__ = ("array", "length")
 
     def __init__(self, fields: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]) -> None:
         self.length = len(fields)
         self.array = (Nv * max(1, self.length))()
-        self._keep: list[bytes] = []
         for i, (name, value) in enumerate(fields):
-            self._keep += (name, value)
             nv = self.array[i]
-            nv.name = ctypes.cast(ctypes.c_char_p(name), c_void_p).value
-            nv.value = ctypes.cast(ctypes.c_char_p(value), c_void_p).value
+            nv.name = name
+            nv.value = value
             nv.namelen = len(name)
             nv.valuelen = len(value)
             nv.flags = 0
