@@ -5,7 +5,8 @@ editable or not, writes them next to the .proto files before packaging.
 
 The modules listed in `gifee.compiled.MODULES` are compiled to C extensions by mypyc
 (part of mypy, a build requirement). An editable install builds them beside their
-sources, where `gifee.compiled` checks that they are not older than the sources.
+sources, and records the SHA-256 of each source it compiled (gifee/compiled.<ABI>.json), so
+that `gifee.compiled` runs from source whatever no longer matches.
 `GIFEE_PURE_PYTHON=1` at build time skips the compilation (and at run time ignores it).
 """
 
@@ -52,6 +53,8 @@ class BuildExtWithManifest(build_ext):
 
 def compiled_extensions() -> list:
     if os.environ.get("GIFEE_PURE_PYTHON", "") not in ("", "0"):
+        # Extensions left in place by an earlier build lose their record, so they count as stale.
+        (SRC / "gifee" / COMPILED["MANIFEST"]).unlink(missing_ok=True)
         return []
     from mypyc.build import mypycify  # build-time requirement
 
@@ -62,7 +65,7 @@ def compiled_extensions() -> list:
     paths = [str(Path("src", *m.split(".")).with_suffix(".py")) for m in modules]
     # The build's environment has only the build requirements: the runtime libraries and their stubs
     # are absent, so their types are Any here. Type checking proper is the test command's (strict).
-    flags = ["--config-file=", "--python-version=3.11", "--ignore-missing-imports"]
+    flags = ["--config-file=", "--ignore-missing-imports"]
     return mypycify([*flags, *paths], opt_level="3", group_name="gifee_store", target_dir="build/mypyc")
 
 

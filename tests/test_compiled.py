@@ -97,3 +97,15 @@ def test_a_source_copy_is_a_separate_module_from_source() -> None:
     assert copy.__file__ is not None and copy.__file__.endswith("grpcwire.py")
     assert copy is not importlib.import_module("gifee.store.grpcwire")
     assert compiled.load_source("gifee.store.grpcwire") is copy
+
+
+def test_a_wire_connection_built_with_a_bad_argument_fails_cleanly() -> None:
+    """Compiled, a constructor that fails its argument check used to crash the process (its finalizer
+    read a session pointer never set); now the session belongs to an interpreted owner."""
+    code = (
+        "from gifee.store.grpcwire import ServerConnection\n"
+        "try:\n    ServerConnection('x')  # type: ignore\nexcept TypeError:\n    pass\n"
+        "import gc; gc.collect(); print('alive')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "alive", (out.returncode, out.stderr[-2000:])

@@ -8,7 +8,7 @@ about 10 % less CPU per request and a lower median latency than the same modules
 
 An editable install builds the extensions next to their sources, where Python's import prefers
 them. A source edited after the build would then be silently ignored. So the build records each
-compiled source's SHA-256 in `compiled.json` beside this file (file times cannot tell: the build
+compiled source's SHA-256 in `compiled.<ABI>.json` beside this file (file times cannot tell: the build
 leaves an unchanged extension's old time), and when a source no longer matches its record (or
 `GIFEE_PURE_PYTHON=1` is set) all of them are loaded from source, with a warning in the stale
 case. They go together because the compiled modules share one C library and call each other's
@@ -26,6 +26,7 @@ import importlib.util
 import json
 import os
 import sys
+import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -47,7 +48,9 @@ MODULES = (
 )
 
 _ROOT = Path(__file__).resolve().parent.parent  # the directory that holds the gifee package
-MANIFEST = "compiled.json"  # in the gifee package: {module: SHA-256 of the source it was built from}
+# In the gifee package, one per interpreter ABI as the extensions are (compiled.cpython-311-x86_64-linux-gnu.json):
+# {module: SHA-256 of the source it was built from}.
+MANIFEST = "compiled" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so").removesuffix(".so") + ".json"
 
 
 def source_path(module: str, root: Path = _ROOT) -> Path:

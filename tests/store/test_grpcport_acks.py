@@ -166,3 +166,35 @@ async def test_answers_batch_while_calls_remain_and_the_last_leaves_at_once() ->
     link.flush_dirty()
     assert len(transport.writes) == 1
     conn.connection_lost(None)
+
+
+class ClosableTransport(RecordingTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_connection_made_after_its_port_closed_says_goodbye() -> None:
+    """A connection accepted as the port closes (its TLS handshake ends later) is closed with a GOAWAY,
+    not served; the connections open at close() are closed too, and a lost one leaves the port's list."""
+    port = grpcport.GrpcPort([], RecordingLink(), [["etcdserverpb.KV", "Put", UNARY]], 1 << 20)
+    early, early_transport = port._connection(), ClosableTransport()
+    early.connection_made(early_transport)
+    lost, lost_transport = port._connection(), ClosableTransport()
+    lost.connection_made(lost_transport)
+    lost.connection_lost(None)
+    assert port._connections.members == {early}
+    late = port._connection()  # made by the factory before close(), connected after it
+    port.close()
+    assert early_transport.closed
+    late_transport = ClosableTransport()
+    late.connection_made(late_transport)
+    assert late_transport.closed
+    frames = parse_frames(b"".join(late_transport.writes))
+    assert "GOAWAY" in [f.kind for f in frames]
+    assert port._connections.members == {early}  # until its transport reports the close
+    early.connection_lost(None)
+    assert port._connections.members == set()

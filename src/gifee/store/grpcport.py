@@ -165,7 +165,7 @@ class GrpcConnection(asyncio.Protocol):
         methods: dict[str, tuple[str, int]],
         max_receive: int,
         on_lost: Callable[[], None] | None = None,
-        open_set: set[GrpcConnection] | None = None,
+        open_set: OpenConnections | None = None,
     ) -> None:
         self._link = link
         self._on_lost = on_lost
@@ -182,7 +182,10 @@ class GrpcConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         if self._open_set is not None:
-            self._open_set.add(self)
+            if self._open_set.closed:
+                self.close()  # it came up (a TLS handshake ended, say) after its port closed
+                return
+            self._open_set.members.add(self)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # A client that vanished (its machine off, a partition) is noticed as etcd notices it:
@@ -241,7 +244,7 @@ class GrpcConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         if self._open_set is not None:
-            self._open_set.discard(self)
+            self._open_set.members.discard(self)
         if self._held_timer is not None:
             self._held_timer.cancel()
             self._held_timer = None
@@ -435,6 +438,19 @@ def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     return context
 
 
+class OpenConnections:
+    """A port's connections, each from its connection_made to its connection_lost.
+
+    Not a WeakSet of the connections (made when the factory makes one): mypyc's compiled
+    GrpcConnection does not clear weak references to itself when freed. A connection that is made
+    after its port closed (its TLS handshake ended later) is closed at once.
+    """
+
+    def __init__(self) -> None:
+        self.members: set[GrpcConnection] = set()
+        self.closed = False
+
+
 class GrpcPort:
     """The client URLs' gRPC connections served by `GrpcConnection`s on one link.
 
@@ -474,9 +490,7 @@ class GrpcPort:
         self._handshakes: set[asyncio.Task[object]] = set()
         self._servers: list[asyncio.AbstractServer] = []
         self._port: clientport.ClientPort | None = None
-        # The connections made and not yet lost. Not a WeakSet: mypyc's compiled GrpcConnection does not
-        # clear weak references to itself when freed. A handshake that fails never adds its connection.
-        self._connections: set[GrpcConnection] = set()
+        self._connections = OpenConnections()
         self._closed = False
 
     def _connection(self, on_lost: Callable[[], None] | None = None) -> GrpcConnection:
@@ -538,5 +552,6 @@ class GrpcPort:
             server.close()
         for task in self._handshakes:
             task.cancel()
-        for conn in list(self._connections):
+        self._connections.closed = True
+        for conn in list(self._connections.members):
             conn.close()

@@ -399,9 +399,8 @@ class ServerConnection:
 
     def __init__(self, max_receive: int = DEFAULT_MAX_RECEIVE) -> None:
         self.max_receive = max_receive
-        self._session = ctypes.c_void_p()
-        if lib.nghttp2_session_server_new2(ctypes.byref(self._session), _CALLBACKS, None, _OPTIONS) != 0:
-            raise MemoryError("nghttp2_session_server_new2")
+        self._owner = nghttp2.ServerSession(_CALLBACKS, _OPTIONS)  # frees the session with this connection
+        self._session = self._owner.pointer
         lib.nghttp2_submit_settings(self._session, nghttp2.FLAG_NONE, _SETTINGS, len(_SETTINGS))
         lib.nghttp2_session_set_local_window_size(self._session, nghttp2.FLAG_NONE, 0, RECEIVE_WINDOW)
         self._calls: dict[int, _Call] = {}
@@ -417,10 +416,6 @@ class ServerConnection:
         self._resets: dict[int, None] = {}  # streams to reset (NO_ERROR) after their final HEADERS
         self._frame = ctypes.c_void_p()
         self.ended = False
-
-    def __del__(self) -> None:
-        # The session is C memory that only this connection points to (a nghttp2 no-op if NULL).
-        lib.nghttp2_session_del(self._session)
 
     # ------------------------------------------------------------------ input
 

@@ -174,6 +174,26 @@ class HeaderList:
             nv.flags = 0
 
 
+class ServerSession:
+    """A server session of nghttp2's, deleted when this object is.
+
+    An interpreted class on purpose: mypyc's finalizer of a compiled one would run on a half-built
+    object too (an argument of the wrong type fails its constructor), and read a pointer never set.
+    """
+
+    __slots__ = ("pointer",)
+
+    def __init__(self, callbacks: c_void_p, options: c_void_p) -> None:
+        self.pointer = c_void_p()
+        if lib.nghttp2_session_server_new2(ctypes.byref(self.pointer), callbacks, None, options) != 0:
+            raise MemoryError("nghttp2_session_server_new2")
+
+    def __del__(self) -> None:
+        pointer = getattr(self, "pointer", None)
+        if pointer:  # NULL when the constructor failed
+            lib.nghttp2_session_del(pointer)
+
+
 def set_data_flags(address: int, flags: int) -> None:
     c_uint32.from_address(address).value = flags
 
