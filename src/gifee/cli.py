@@ -109,6 +109,9 @@ def store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="processes that terminate gRPC for the core (default: 2 on multi-core machines; 0 = in-process)")
     p.add_argument("--core-grpc-connections", type=int, default=1,
                    help="with gRPC workers: connections the core serves itself, sparing them a hop (0 = none)")
+    p.add_argument("--busy-poll-us", type=int, default=500,
+                   help="microseconds the core keeps polling after answering a gRPC client it serves, "
+                        "rather than sleep until the next request (0 = never)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
     p.set_defaults(run=run_store)
 
@@ -153,6 +156,7 @@ def run_store(args: argparse.Namespace) -> int:
         key_file=args.key_file,
         grpc_workers=default_workers() if args.grpc_workers is None else args.grpc_workers,
         core_grpc_connections=args.core_grpc_connections,
+        busy_poll_us=args.busy_poll_us,
     )
     level = {"warn": "WARNING"}.get(args.log_level, args.log_level.upper())
     import logging

@@ -198,3 +198,32 @@ async def test_a_connection_made_after_its_port_closed_says_goodbye() -> None:
     assert port._connections.members == {early}  # until its transport reports the close
     early.connection_lost(None)
     assert port._connections.members == set()
+
+
+async def test_each_write_but_a_held_ack_tells_the_busy_poll() -> None:
+    pokes: list[int] = []
+    link = RecordingLink()
+    conn = grpcport.GrpcConnection(
+        link,
+        grpcport.method_paths([["etcdserverpb.KV", "Put", UNARY]]),
+        1 << 20,
+        after_write=lambda: pokes.append(1),
+    )
+    transport = RecordingTransport()
+    conn.connection_made(transport)
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    conn.data_received(client.data_to_send())
+    assert len(pokes) == len(transport.writes) > 0
+    before = len(pokes)
+    client.ping(b"abcdefgh")
+    conn.data_received(client.data_to_send())
+    assert len(pokes) == before  # the ACK is held: nothing written, nothing to poll for
+    sid = client.get_next_available_stream_id()
+    client.send_headers(sid, HEADERS)
+    client.send_data(sid, encode_message(b"request"), end_stream=True)
+    conn.data_received(client.data_to_send())
+    link.route(ipc.REPLY, link.sent[-1][1], b"response")
+    link.flush_dirty()
+    assert len(pokes) == before + 1  # the answer (with the ACK) went out: the next call may be close
+    conn.connection_lost(None)

@@ -166,8 +166,10 @@ class GrpcConnection(asyncio.Protocol):
         max_receive: int,
         on_lost: Callable[[], None] | None = None,
         open_set: OpenConnections | None = None,
+        after_write: Callable[[], None] | None = None,
     ) -> None:
         self._link = link
+        self._after_write = after_write  # a port's busy poll: the client's next request may be close
         self._on_lost = on_lost
         # Where this connection is listed from connection_made to connection_lost (its port's, for close).
         self._open_set = open_set
@@ -277,6 +279,8 @@ class GrpcConnection(asyncio.Protocol):
                     data = self._held + data
                     self._end_hold()
                 self._transport.write(data)
+                if self._after_write is not None:
+                    self._after_write()
         events = self._wire.take_events()
         if events:
             self._dispatch(events)  # a held stream that drained as its DATA was serialized
@@ -472,8 +476,10 @@ class GrpcPort:
         key_file: str = "",
         on_http: Callable[[socket.socket, bool], None] | None = None,
         hand_over: Callable[[socket.socket, bool], bool] | None = None,
+        after_write: Callable[[], None] | None = None,
     ) -> None:
         self._urls = urls
+        self._after_write = after_write
         self._hand_over = hand_over
         self.served = 0
         self.on_served: Callable[[], None] | None = None
@@ -494,7 +500,9 @@ class GrpcPort:
         self._closed = False
 
     def _connection(self, on_lost: Callable[[], None] | None = None) -> GrpcConnection:
-        return GrpcConnection(self._link, self._methods, self._max_receive, on_lost, self._connections)
+        return GrpcConnection(
+            self._link, self._methods, self._max_receive, on_lost, self._connections, self._after_write
+        )
 
     def _route_grpc(self, sock: socket.socket, secure: bool) -> None:
         if self._hand_over is None or not self._hand_over(sock, secure):

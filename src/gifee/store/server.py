@@ -34,10 +34,12 @@ import socket
 import ssl
 import sys
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from gifee import eventloop
 from gifee.store import clientport, gateway, grpcport, ipc
 from gifee.store.handlers import methods, receive_limit
 from gifee.store.listen import check_free, host_port
@@ -62,6 +64,7 @@ class ServerConfig:
     key_file: str = ""
     grpc_workers: int = 0
     core_grpc_connections: int = 1  # with workers: how many gRPC connections the core serves itself
+    busy_poll_us: int = 0  # after the core answers a gRPC client, it polls that long before it sleeps
 
     @property
     def grpc_only_client_urls(self) -> bool:
@@ -176,6 +179,7 @@ class StoreServer:
             cfg.cert_file,
             cfg.key_file,
             on_http,
+            after_write=self._busy_poll(),
         )
         await port.start()
         self._grpc_port = port
@@ -186,10 +190,17 @@ class StoreServer:
         table = methods(self.store)
         limit = receive_limit(cfg.store.max_request_bytes)
         self._local_link = link = grpcport.LocalLink(table, limit)
-        port = grpcport.GrpcPort([], link, ipc.method_table(table), limit, cfg.cert_file, cfg.key_file)
+        port = grpcport.GrpcPort(
+            [], link, ipc.method_table(table), limit, cfg.cert_file, cfg.key_file, after_write=self._busy_poll()
+        )
         port.on_served = self._announce_core_free
         self._grpc_port = port
         return port
+
+    def _busy_poll(self) -> Callable[[], None] | None:
+        if self.config.busy_poll_us <= 0:
+            return None
+        return eventloop.BusyPoll(self.config.busy_poll_us / 1e6).poke
 
     def _core_free(self) -> bool:
         port = self._grpc_port
