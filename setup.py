@@ -10,7 +10,6 @@ that `gifee.compiled` runs from source whatever no longer matches.
 `GIFEE_PURE_PYTHON=1` at build time skips the compilation (and at run time ignores it).
 """
 
-import os
 import runpy
 from pathlib import Path
 
@@ -41,7 +40,7 @@ class BuildPyWithProtos(build_py):
 
 
 class BuildExtWithManifest(build_ext):
-    """Compile, then record which sources the extensions were built from (gifee/compiled.json)."""
+    """Compile, then record which sources the extensions were built from (gifee/compiled.<ABI>.json)."""
 
     def run(self) -> None:
         super().run()
@@ -52,7 +51,7 @@ class BuildExtWithManifest(build_ext):
 
 
 def compiled_extensions() -> list:
-    if os.environ.get("GIFEE_PURE_PYTHON", "") not in ("", "0"):
+    if COMPILED["pure_python_requested"]():
         # Extensions left in place by an earlier build lose their record, so they count as stale.
         (SRC / "gifee" / COMPILED["MANIFEST"]).unlink(missing_ok=True)
         return []

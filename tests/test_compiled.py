@@ -15,7 +15,7 @@ import pytest
 
 from gifee import compiled
 
-PURE = os.environ.get("GIFEE_PURE_PYTHON", "") not in ("", "0")
+PURE = compiled.pure_python_requested()
 
 
 @pytest.mark.skipif(PURE, reason="GIFEE_PURE_PYTHON is set: the modules run from source")

@@ -121,11 +121,16 @@ def is_compiled(module: ModuleType) -> bool:
     return not (module.__file__ or "").endswith(".py")
 
 
+def pure_python_requested() -> bool:
+    """GIFEE_PURE_PYTHON set (and not 0): at build time nothing is compiled, at run time nothing compiled runs."""
+    return os.environ.get("GIFEE_PURE_PYTHON", "") not in ("", "0")
+
+
 def choose() -> None:
     """Run the compiled modules from source if asked to, or if any is stale (called by gifee/__init__)."""
     if any(isinstance(f, _FromSource) for f in sys.meta_path):
         return
-    if os.environ.get("GIFEE_PURE_PYTHON", "") not in ("", "0"):
+    if pure_python_requested():
         sys.meta_path.insert(0, _FromSource())
         return
     stale = stale_modules()

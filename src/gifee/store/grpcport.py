@@ -497,7 +497,6 @@ class GrpcPort:
         self._servers: list[asyncio.AbstractServer] = []
         self._port: clientport.ClientPort | None = None
         self._connections = OpenConnections()
-        self._closed = False
 
     def _connection(self, on_lost: Callable[[], None] | None = None) -> GrpcConnection:
         return GrpcConnection(
@@ -523,7 +522,7 @@ class GrpcPort:
 
     def take(self, sock: socket.socket, secure: bool) -> None:
         """Serve a gRPC connection accepted elsewhere (a worker's, handed over); counted in `served`."""
-        if self._closed:
+        if self._connections.closed:
             sock.close()  # handed over as the server stops: the client reconnects elsewhere
             return
         done = False
@@ -553,13 +552,12 @@ class GrpcPort:
                 self._servers.append(await self._loop.create_server(self._connection, sock=sock, ssl=tls))
 
     def close(self) -> None:
-        self._closed = True
+        self._connections.closed = True
         if self._port is not None:
             self._port.close()
         for server in self._servers:
             server.close()
         for task in self._handshakes:
             task.cancel()
-        self._connections.closed = True
         for conn in list(self._connections.members):
             conn.close()
